@@ -1,0 +1,1 @@
+"""Bundled real capture (vLLM 0.32.0 CPU, aggregated) for `phaselens demo`."""

@@ -1,0 +1,176 @@
+"""Value types that flow between the pipeline stages.
+
+Data flows one way: sources -> parsers -> window -> analyzers -> signals -> exporters.
+Every type here is a frozen dataclass so a stage can never mutate what another stage holds.
+No third-party imports in this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+Labels = tuple[tuple[str, str], ...]
+"""Label pairs sorted by name: hashable and deterministic."""
+
+Role = Literal["aggregated", "prefill", "decode"]
+ROLES: tuple[Role, ...] = ("aggregated", "prefill", "decode")
+
+EngineKind = Literal["vllm", "dynamo", "nixl", "unknown"]
+
+
+def make_labels(pairs: Mapping[str, str] | Iterable[tuple[str, str]]) -> Labels:
+    """Sorted, hashable label tuple from a mapping or pairs."""
+    items = pairs.items() if isinstance(pairs, Mapping) else pairs
+    return tuple(sorted(items))
+
+
+def label_value(labels: Labels, name: str, default: str = "") -> str:
+    for key, value in labels:
+        if key == name:
+            return value
+    return default
+
+
+# --------------------------------------------------------------------------- exposition (parser output)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One exposition line: full sample name (with `_total`, `_bucket`, ...), labels, value."""
+
+    name: str
+    labels: Labels
+    value: float
+    timestamp: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """A histogram series grouped from `_bucket`/`_sum`/`_count` lines (labels exclude `le`).
+
+    `buckets` holds (upper bound, cumulative count) sorted by bound; the last bound is +inf when
+    the exposition had it.
+    """
+
+    name: str
+    labels: Labels
+    buckets: tuple[tuple[float, float], ...]
+    sum: float | None
+    count: float | None
+
+
+FamilyType = Literal[
+    "counter", "gauge", "histogram", "gaugehistogram", "summary", "info", "stateset", "unknown"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricFamily:
+    """A family as `prometheus_client.parser` would name it (counter names without `_total`)."""
+
+    name: str
+    type: FamilyType
+    help: str
+    unit: str
+    samples: tuple[Sample, ...]
+    histograms: tuple[Histogram, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ParseIssue:
+    """A malformed line that was skipped: where it was and why."""
+
+    line_no: int
+    reason: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Exposition:
+    families: Mapping[str, MetricFamily]
+    issues: tuple[ParseIssue, ...] = ()
+    format: Literal["prometheus", "openmetrics"] = "prometheus"
+
+
+# --------------------------------------------------------------------------- canonical snapshot (adapter output)
+
+SeriesKey = tuple[str, Labels]
+"""(canonical name, canonical labels). Canonical labels always include `model_name` and `engine`."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSnapshot:
+    """One scrape of one target after the engine adapter mapped raw names to canonical keys.
+
+    `scalars` holds gauges and counters (counters by their cumulative value); `histograms` the
+    histogram series; `info` static configuration (block size, pool size) per engine index.
+    `time` is the scrape's wall time (the pipeline clock in replay).
+    """
+
+    engine_kind: EngineKind
+    time: float
+    scalars: Mapping[SeriesKey, float]
+    histograms: Mapping[SeriesKey, Histogram]
+    info: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    prefix_cache_unit: Literal["tokens", "blocks"] | None = None
+    parse_issues: int = 0
+    engine_version_hint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A configured scrape target."""
+
+    name: str
+    role: Role
+    url: str
+    engine: EngineKind | Literal["auto"] = "auto"
+
+
+# --------------------------------------------------------------------------- analyzer output
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One exported value: exactly what `/metrics` shows for that name and labels."""
+
+    name: str
+    labels: Labels
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """A plain-language finding for the pod log (format in DESIGN.md)."""
+
+    code: str
+    severity: Literal["info", "warning", "critical"]
+    message: str
+    evidence: Mapping[str, float | str]
+    confidence: float
+    target: str = ""
+    role: str = ""
+
+    @property
+    def action(self) -> Literal["act", "recommend", "escalate"]:
+        return action_for(self.confidence)
+
+
+def action_for(confidence: float) -> Literal["act", "recommend", "escalate"]:
+    """Calibration-gated action tier (DESIGN.md): act >= 0.85, recommend 0.60-0.85, else escalate."""
+    if confidence >= 0.85:
+        return "act"
+    if confidence >= 0.60:
+        return "recommend"
+    return "escalate"
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    """What the pipeline publishes once per tick: the exporters read only this."""
+
+    time: float
+    signals: tuple[Signal, ...]
+    recommendations: tuple[Recommendation, ...] = ()

@@ -1,0 +1,58 @@
+"""One settings object, built from flags, `PHASELENS_*` environment variables and an optional file,
+validated in one place (`load_settings`). Nothing below this module reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from phaselens.model import Target
+
+
+class ConfigError(ValueError):
+    """Invalid configuration: reported at start-up (and by --check-config), never at run time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Recommendation thresholds (documented in docs/recommendations.md)."""
+
+    kv_pressure_utilization: float = 0.90
+    kv_pressure_min_preemptions_per_second: float = 0.0
+    bottleneck_imbalance_high: float = 1.5
+    bottleneck_imbalance_low: float = 1 / 1.5
+    bottleneck_min_queue: float = 2.0
+    prefix_reuse_low_hit_ratio: float = 0.10
+    prefix_repeat_min_prompt_tokens_per_second: float = 1.0
+    slo_at_risk_attainment: float = 0.90
+    nixl_slow_ttft_share: float = 0.30
+    nixl_slow_p90_seconds: float = 0.100
+    nixl_failure_ratio: float = 0.01
+    utilization_knee: float = 0.80
+    min_requests_for_latency: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    targets: tuple[Target, ...] = ()
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 9469
+    interval_seconds: float = 1.0
+    jitter_ratio: float = 0.1
+    scrape_timeout_seconds: float = 2.0
+    window_seconds: float = 30.0
+    stale_after_seconds: float = 5.0
+    slo_ttft_seconds: float | None = 0.5
+    slo_itl_seconds: float | None = 0.1
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    recommendation_min_interval_seconds: float = 60.0
+    calibration_error_limit: float = 0.05
+    nixl_telemetry_dir: str | None = None
+    nixl_ring_mode: str = "consume"  # "consume" advances read_pos; "readonly" never writes the file
+    log_files: tuple[str, ...] = ()
+    otlp_enabled: bool = False
+    otlp_temporality: str = "cumulative"  # or "delta"
+    otlp_interval_seconds: float = 10.0
+    state_file: str | None = None
+    gpu_telemetry: bool = True
+    shutdown_timeout_seconds: float = 5.0

@@ -1,0 +1,35 @@
+"""Shared fixtures: paths to the real captures copied into tests/fixtures/."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+AGGREGATED_TAR = FIXTURES / "vllm-0.32.0-cpu-aggregated" / "scrapes.tar.gz"
+PD_TAR = FIXTURES / "vllm-0.32.0-cpu-pd-1p1d" / "scrapes.tar.gz"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def aggregated_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real aggregated capture unpacked: <dir>/rec/NNNN.prom."""
+    out = tmp_path_factory.mktemp("aggregated")
+    with tarfile.open(AGGREGATED_TAR) as tar:
+        tar.extractall(out, filter="data")
+    return out / "rec"
+
+
+@pytest.fixture(scope="session")
+def pd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real 1P1D capture unpacked: <dir>/prefill/NNNN.prom and <dir>/decode/NNNN.prom."""
+    out = tmp_path_factory.mktemp("pd")
+    with tarfile.open(PD_TAR) as tar:
+        tar.extractall(out, filter="data")
+    return out
