@@ -1,0 +1,71 @@
+"""Canonical series names: the contract between engine adapters and analyzers.
+
+Adapters map every engine's raw names (vLLM V0/V1 across renames, Dynamo old/new) onto these.
+Canonical labels on every series: `model_name` and `engine` (DP index; "0" when the engine has
+no such label). Extra labels kept where noted. Units are normalised: ratios 0-1, seconds, tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- gauges
+REQUESTS_RUNNING: Final = "requests_running"
+REQUESTS_WAITING: Final = "requests_waiting"  # total queue depth
+REQUESTS_WAITING_BY_REASON: Final = "requests_waiting_by_reason"  # extra label `reason` (capacity|deferred)
+KV_CACHE_USAGE: Final = "kv_cache_usage_ratio"  # 0-1, vllm kv_cache_usage_perc / gpu_cache_usage_perc
+KV_ACTIVE_BLOCKS: Final = "kv_active_blocks"  # Dynamo kvstats
+KV_TOTAL_BLOCKS: Final = "kv_total_blocks"  # Dynamo kvstats / frontend model_total_kv_blocks
+PREFIX_CACHE_HIT_RATE_GAUGE: Final = "prefix_cache_hit_rate_gauge"  # V0 / Dynamo gauge (0-1); absent when -1
+INFLIGHT_REQUESTS: Final = "inflight_requests"  # Dynamo frontend
+
+# --- counters (cumulative values)
+PROMPT_TOKENS: Final = "prompt_tokens"
+GENERATION_TOKENS: Final = "generation_tokens"
+PROMPT_TOKENS_BY_SOURCE: Final = "prompt_tokens_by_source"  # extra label `source`
+PROMPT_TOKENS_CACHED: Final = "prompt_tokens_cached"
+PREFIX_CACHE_QUERIES: Final = "prefix_cache_queries"  # tokens (or blocks: snapshot.prefix_cache_unit)
+PREFIX_CACHE_HITS: Final = "prefix_cache_hits"
+EXTERNAL_PREFIX_CACHE_QUERIES: Final = "external_prefix_cache_queries"
+EXTERNAL_PREFIX_CACHE_HITS: Final = "external_prefix_cache_hits"
+PREEMPTIONS: Final = "preemptions"
+REQUEST_SUCCESS: Final = "request_success"  # extra label `finished_reason`
+REQUESTS_TOTAL: Final = "requests_total"  # Dynamo frontend requests (extra label `status` when present)
+NIXL_FAILED_TRANSFERS: Final = "nixl_failed_transfers"
+NIXL_FAILED_NOTIFICATIONS: Final = "nixl_failed_notifications"
+NIXL_KV_EXPIRED_REQUESTS: Final = "nixl_kv_expired_requests"
+# NIXL's own Prometheus exporter (agent_* metrics; extra label `agent_name`)
+NIXL_AGENT_TX_BYTES: Final = "nixl_agent_tx_bytes"
+NIXL_AGENT_RX_BYTES: Final = "nixl_agent_rx_bytes"
+NIXL_AGENT_TX_REQUESTS: Final = "nixl_agent_tx_requests"
+NIXL_AGENT_XFER_TIME_SECONDS: Final = "nixl_agent_xfer_time_seconds"  # converted from microseconds
+NIXL_AGENT_XFER_POST_TIME_SECONDS: Final = "nixl_agent_xfer_post_time_seconds"
+NIXL_AGENT_EVENTS_DROPPED: Final = "nixl_agent_events_dropped"
+
+# --- histograms
+TTFT_SECONDS: Final = "ttft_seconds"
+ITL_SECONDS: Final = "itl_seconds"  # per output step (inter_token_latency / old time_per_output_token)
+TPOT_REQUEST_SECONDS: Final = "tpot_request_seconds"  # per finished request (request_time_per_output_token)
+E2E_LATENCY_SECONDS: Final = "e2e_latency_seconds"
+QUEUE_TIME_SECONDS: Final = "queue_time_seconds"
+PREFILL_TIME_SECONDS: Final = "prefill_time_seconds"
+DECODE_TIME_SECONDS: Final = "decode_time_seconds"
+INFERENCE_TIME_SECONDS: Final = "inference_time_seconds"
+REQUEST_PROMPT_TOKENS: Final = "request_prompt_tokens"
+REQUEST_GENERATION_TOKENS: Final = "request_generation_tokens"
+REQUEST_PREFILL_KV_COMPUTED_TOKENS: Final = "request_prefill_kv_computed_tokens"
+ITERATION_TOKENS: Final = "iteration_tokens"
+KV_BLOCK_LIFETIME_SECONDS: Final = "kv_block_lifetime_seconds"
+KV_BLOCK_IDLE_BEFORE_EVICT_SECONDS: Final = "kv_block_idle_before_evict_seconds"
+KV_BLOCK_REUSE_GAP_SECONDS: Final = "kv_block_reuse_gap_seconds"
+NIXL_XFER_SECONDS: Final = "nixl_xfer_seconds"
+NIXL_POST_SECONDS: Final = "nixl_post_seconds"
+NIXL_BYTES: Final = "nixl_bytes"
+NIXL_DESCRIPTORS: Final = "nixl_descriptors"
+
+# --- info keys (EngineSnapshot.info[engine]): from vllm:cache_config_info / Dynamo frontend gauges
+INFO_BLOCK_SIZE: Final = "block_size"
+INFO_NUM_GPU_BLOCKS: Final = "num_gpu_blocks"
+INFO_KV_CACHE_SIZE_TOKENS: Final = "kv_cache_size_tokens"
+INFO_ENABLE_PREFIX_CACHING: Final = "enable_prefix_caching"  # "True"/"False"
+INFO_KV_CACHE_METRICS_SAMPLE: Final = "kv_cache_metrics_sample"  # when known
