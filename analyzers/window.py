@@ -11,12 +11,13 @@ increase (its earlier history is unknown), as in Prometheus.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from phaselens.model import EngineSnapshot, Histogram, Labels, SeriesKey, label_value
+from phaselens.model import EngineSnapshot, Histogram, Labels, label_value
 
 Group = tuple[str, str]
 """(model_name, engine): the unit every per-target signal is computed for."""
@@ -46,9 +47,36 @@ def _matches(labels: Labels, group: Group, match: Mapping[str, str] | None) -> b
 
 def _counter_increase(values: list[float]) -> float:
     total = 0.0
-    for prev, cur in zip(values, values[1:], strict=False):
+    for prev, cur in itertools.pairwise(values):
         total += cur - prev if cur >= prev else cur
     return total
+
+
+@dataclass(frozen=True, slots=True)
+class _Point:
+    """A snapshot plus its series indexed by canonical name, built once when added."""
+
+    snapshot: EngineSnapshot
+    scalars: Mapping[str, tuple[tuple[Labels, float], ...]]
+    histograms: Mapping[str, tuple[tuple[Labels, Histogram], ...]]
+
+    @property
+    def time(self) -> float:
+        return self.snapshot.time
+
+
+def _index(snapshot: EngineSnapshot) -> _Point:
+    scalars: dict[str, list[tuple[Labels, float]]] = {}
+    for (name, labels), value in snapshot.scalars.items():
+        scalars.setdefault(name, []).append((labels, value))
+    hists: dict[str, list[tuple[Labels, Histogram]]] = {}
+    for (name, labels), hist in snapshot.histograms.items():
+        hists.setdefault(name, []).append((labels, hist))
+    return _Point(
+        snapshot,
+        {k: tuple(v) for k, v in scalars.items()},
+        {k: tuple(v) for k, v in hists.items()},
+    )
 
 
 class TargetWindow:
@@ -58,13 +86,13 @@ class TargetWindow:
         if horizon_seconds <= 0:
             raise ValueError("window horizon must be positive")
         self.horizon = horizon_seconds
-        self._points: deque[EngineSnapshot] = deque(maxlen=max_points)
+        self._points: deque[_Point] = deque(maxlen=max_points)
 
     def add(self, snapshot: EngineSnapshot) -> None:
         if self._points and snapshot.time < self._points[-1].time:
             # Out-of-order data (clock step back): start over rather than compute nonsense rates.
             self._points.clear()
-        self._points.append(snapshot)
+        self._points.append(_index(snapshot))
         cutoff = snapshot.time - self.horizon
         while len(self._points) > 1 and self._points[0].time < cutoff:
             self._points.popleft()
@@ -74,9 +102,12 @@ class TargetWindow:
 
     @property
     def latest(self) -> EngineSnapshot | None:
-        return self._points[-1] if self._points else None
+        return self._points[-1].snapshot if self._points else None
 
-    def _within(self, horizon: float | None) -> list[EngineSnapshot]:
+    def snapshots(self, horizon: float | None = None) -> list[EngineSnapshot]:
+        return [p.snapshot for p in self._within(horizon)]
+
+    def _within(self, horizon: float | None) -> list[_Point]:
         if not self._points:
             return []
         if horizon is None:
@@ -96,20 +127,19 @@ class TargetWindow:
         return sorted(found)
 
     def has(self, name: str, group: Group) -> bool:
-        snap = self.latest
-        if snap is None:
+        if not self._points:
             return False
-        keys: Iterator[SeriesKey] = iter((*snap.scalars.keys(), *snap.histograms.keys()))
-        return any(n == name and _matches(labels, group, None) for n, labels in keys)
+        point = self._points[-1]
+        series = (*point.scalars.get(name, ()), *point.histograms.get(name, ()))
+        return any(_matches(labels, group, None) for labels, _ in series)
 
     # ------------------------------------------------------------------ gauges
 
     def gauge(self, name: str, group: Group, match: Mapping[str, str] | None = None) -> float | None:
         """Sum of the matching series in the latest snapshot; None when no series matches."""
-        snap = self.latest
-        if snap is None:
+        if not self._points:
             return None
-        values = [v for (n, labels), v in snap.scalars.items() if n == name and _matches(labels, group, match)]
+        values = [v for labels, v in self._points[-1].scalars.get(name, ()) if _matches(labels, group, match)]
         if not values or any(math.isnan(v) for v in values):
             return None
         return sum(values)
@@ -117,10 +147,10 @@ class TargetWindow:
     def gauge_series(self, name: str, group: Group, horizon: float | None = None) -> list[tuple[float, float]]:
         """(time, value) of a gauge across the window, for trends."""
         out: list[tuple[float, float]] = []
-        for snap in self._within(horizon):
-            values = [v for (n, labels), v in snap.scalars.items() if n == name and _matches(labels, group, None)]
+        for point in self._within(horizon):
+            values = [v for labels, v in point.scalars.get(name, ()) if _matches(labels, group, None)]
             if values and not any(math.isnan(v) for v in values):
-                out.append((snap.time, sum(values)))
+                out.append((point.time, sum(values)))
         return out
 
     # ------------------------------------------------------------------ counters
@@ -129,29 +159,39 @@ class TargetWindow:
         points = self._within(horizon)
         return points[-1].time - points[0].time if len(points) >= 2 else 0.0
 
+    def _counter_series(
+        self, name: str, group: Group, match: Mapping[str, str] | None, horizon: float | None
+    ) -> dict[Labels, list[tuple[float, float]]]:
+        per_series: dict[Labels, list[tuple[float, float]]] = {}
+        for point in self._within(horizon):
+            for labels, value in point.scalars.get(name, ()):
+                if not math.isnan(value) and _matches(labels, group, match):
+                    per_series.setdefault(labels, []).append((point.time, value))
+        return {labels: pts for labels, pts in per_series.items() if len(pts) >= 2}
+
     def increase(
         self, name: str, group: Group, match: Mapping[str, str] | None = None, horizon: float | None = None
     ) -> float | None:
         """Reset-aware increase summed over matching series; None without two points of any series."""
-        per_series: dict[Labels, list[float]] = {}
-        for snap in self._within(horizon):
-            for (n, labels), value in snap.scalars.items():
-                if n == name and _matches(labels, group, match) and not math.isnan(value):
-                    per_series.setdefault(labels, []).append(value)
-        usable = [values for values in per_series.values() if len(values) >= 2]
+        usable = self._counter_series(name, group, match, horizon)
         if not usable:
             return None
-        return sum(_counter_increase(values) for values in usable)
+        return sum(_counter_increase([v for _, v in pts]) for pts in usable.values())
 
     def rate(
         self, name: str, group: Group, match: Mapping[str, str] | None = None, horizon: float | None = None
     ) -> float | None:
-        """Per-second increase over the window; None when the window spans no time."""
-        seconds = self.span(horizon)
-        if seconds <= 0:
-            return None
-        inc = self.increase(name, group, match, horizon)
-        return None if inc is None else inc / seconds
+        """Per-second increase, each series over the time it was actually seen (a series that appeared
+        mid-window is not diluted by the time before it existed); summed over matching series."""
+        usable = self._counter_series(name, group, match, horizon)
+        total = 0.0
+        found = False
+        for pts in usable.values():
+            seconds = pts[-1][0] - pts[0][0]
+            if seconds > 0:
+                total += _counter_increase([v for _, v in pts]) / seconds
+                found = True
+        return total if found else None
 
     # ------------------------------------------------------------------ histograms
 
@@ -161,12 +201,12 @@ class TargetWindow:
         """Observations added during the window, merged over matching series (same bucket layout)."""
         per_series: dict[Labels, list[Histogram]] = {}
         times: dict[Labels, list[float]] = {}
-        for snap in self._within(horizon):
-            for (n, labels), hist in snap.histograms.items():
-                if n == name and _matches(labels, group, None):
+        for point in self._within(horizon):
+            for labels, hist in point.histograms.get(name, ()):
+                if _matches(labels, group, None):
                     per_series.setdefault(labels, []).append(hist)
-                    times.setdefault(labels, []).append(snap.time)
-        merged: dict[float, float] = {}
+                    times.setdefault(labels, []).append(point.time)
+        steps: list[list[tuple[float, float]]] = []
         total_sum = 0.0
         total_count = 0.0
         seconds = 0.0
@@ -176,15 +216,21 @@ class TargetWindow:
                 continue
             found = True
             seconds = max(seconds, times[labels][-1] - times[labels][0])
-            for prev, cur in zip(hists, hists[1:], strict=False):
+            if _no_reset(hists):
+                # The common case: one subtraction of the ends instead of a walk over every step.
+                bucket_delta, sum_delta, count_delta = _histogram_step(hists[0], hists[-1])
+                steps.append(bucket_delta)
+                total_sum += sum_delta
+                total_count += count_delta
+                continue
+            for prev, cur in itertools.pairwise(hists):
                 bucket_delta, sum_delta, count_delta = _histogram_step(prev, cur)
-                for bound, value in bucket_delta:
-                    merged[bound] = merged.get(bound, 0.0) + value
+                steps.append(bucket_delta)
                 total_sum += sum_delta
                 total_count += count_delta
         if not found:
             return None
-        buckets = tuple(sorted(merged.items()))
+        buckets = _merge_cumulative(steps)
         return HistogramDelta(buckets=buckets, sum=total_sum, count=total_count, seconds=seconds)
 
     def info(self, engine: str) -> Mapping[str, str]:
@@ -192,6 +238,44 @@ class TargetWindow:
         if snap is None:
             return {}
         return snap.info.get(engine) or snap.info.get("", {})
+
+
+def _merge_cumulative(steps: list[list[tuple[float, float]]]) -> tuple[tuple[float, float], ...]:
+    """Sum cumulative bucket lists. When layouts differ (bounds changed across an engine restart),
+    each list is read as a step function at every bound of the union (its count at its largest
+    bound <= that one), so the sum stays cumulative instead of dropping to 0 at foreign bounds."""
+    bounds = sorted({bound for step in steps for bound, _ in step})
+    merged = dict.fromkeys(bounds, 0.0)
+    for step in steps:
+        if len(step) == len(bounds) and all(b == u for (b, _), u in zip(step, bounds, strict=True)):
+            for bound, value in step:
+                merged[bound] += value
+            continue
+        own = iter(step)
+        current = next(own, None)
+        carried = 0.0
+        for bound in bounds:
+            while current is not None and current[0] <= bound:
+                carried = current[1]
+                current = next(own, None)
+            merged[bound] += carried
+    return tuple(merged.items())
+
+
+def _count(hist: Histogram) -> float:
+    return hist.count if hist.count is not None else (hist.buckets[-1][1] if hist.buckets else 0.0)
+
+
+def _no_reset(hists: list[Histogram]) -> bool:
+    """True when counts never go down and the bucket layout never changes across the points."""
+    bounds = [b for b, _ in hists[0].buckets]
+    previous = _count(hists[0])
+    for hist in hists[1:]:
+        current = _count(hist)
+        if current < previous or [b for b, _ in hist.buckets] != bounds:
+            return False
+        previous = current
+    return True
 
 
 def _histogram_step(prev: Histogram, cur: Histogram) -> tuple[list[tuple[float, float]], float, float]:

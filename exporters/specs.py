@@ -6,8 +6,10 @@ names, units and labels can never drift apart. Names are the contract in DESIGN.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
+
+from phaselens.exporters.spec_docs import SIGNAL_DOCS
 
 BASE_LABELS: tuple[str, ...] = ("target", "role", "model_name", "engine")
 POOL_LABELS: tuple[str, ...] = ("role",)
@@ -22,6 +24,10 @@ class SignalSpec:
     labels: tuple[str, ...]
     otel_name: str
     group: str
+    # documentation (docs/signals.md), merged from exporters/spec_docs.py
+    formula: str = ""
+    source: str = ""
+    limits: str = ""
 
     @property
     def extra_labels(self) -> tuple[str, ...]:
@@ -115,6 +121,17 @@ SPECS: tuple[SignalSpec, ...] = (
           "Probability that a request arriving now misses the TTFT SLO.", "queue"),
     _spec("phaselens_prediction_calibration_error", "1",
           "Rolling expected calibration error of the SLO-breach probability.", "queue"),
+    # gpu (NVML; absent when no driver)
+    _spec("phaselens_gpu_utilization_ratio", "1",
+          "NVML utilization.gpu: share of time any kernel ran (0-1); not SM occupancy, not a scaling signal.",
+          "gpu", base=("gpu",)),
+    _spec("phaselens_gpu_memory_used_ratio", "1", "GPU framebuffer memory used over total (engines pre-allocate).",
+          "gpu", base=("gpu",)),
+    _spec("phaselens_gpu_power_watts", "W", "GPU power draw.", "gpu", base=("gpu",)),
+    _spec("phaselens_gpu_temperature_celsius", "Cel", "GPU core temperature.", "gpu", base=("gpu",)),
+    _spec("phaselens_gpu_health_ratio", "1",
+          "GPU health score 0-1 from thermal margin, clock throttling and uncorrected ECC errors.",
+          "gpu", base=("gpu",)),
     # self
     _spec("phaselens_target_up", "1", "1 if the last scrape of the target succeeded and parsed, else 0.", "self",
           base=("target", "role")),
@@ -128,5 +145,7 @@ SPECS: tuple[SignalSpec, ...] = (
           "Seconds since the target's data behind the signals was last fresh.", "self",
           base=("target", "role")),
 )
+
+SPECS = tuple(replace(spec, **SIGNAL_DOCS.get(spec.name, {})) for spec in SPECS)
 
 SPECS_BY_NAME: dict[str, SignalSpec] = {spec.name: spec for spec in SPECS}

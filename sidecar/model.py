@@ -92,6 +92,8 @@ class Exposition:
     families: Mapping[str, MetricFamily]
     issues: tuple[ParseIssue, ...] = ()
     format: Literal["prometheus", "openmetrics"] = "prometheus"
+    issue_count: int = 0
+    """All malformed lines seen; `issues` keeps only the first few (a garbage body has millions)."""
 
 
 # --------------------------------------------------------------------------- canonical snapshot (adapter output)
@@ -174,3 +176,74 @@ class TickResult:
     time: float
     signals: tuple[Signal, ...]
     recommendations: tuple[Recommendation, ...] = ()
+
+
+# --------------------------------------------------------------------------- NIXL and log sources
+
+
+@dataclass(frozen=True, slots=True)
+class NixlTransfer:
+    """One completed KV transfer from a NIXL telemetry ring (initiator side).
+
+    `time` is wall seconds: the event's own stamp in format v1, the reader's time in v2+ (those
+    rings carry no timestamps, so resolution is the poll interval). `direction` is "read" for
+    rx events (the initiator pulled, vLLM's default) and "write" for tx events.
+    """
+
+    time: float | None
+    post_seconds: float
+    xfer_seconds: float
+    bytes: int
+    requests: int
+    direction: Literal["read", "write"]
+    agent: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NixlRingError:
+    """Error events (`agent_err_*`) read from a ring in one poll: name -> count."""
+
+    time: float | None
+    agent: str
+    status: str
+    count: int
+
+
+LogValue = str | int | float | bool
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """One recognised log line: `kind` (stable name), `time` (wall seconds when the line has a
+    full date, or the reader stamps it), `fields` (parsed values, units in the key names)."""
+
+    kind: str
+    time: float | None
+    fields: Mapping[str, LogValue]
+    source: str = ""
+
+
+# --------------------------------------------------------------------------- GPU telemetry (NVML source output)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuReading:
+    """One GPU read through NVML. Fields the driver does not support are None.
+
+    `utilization_ratio` is NVML's utilization.gpu (share of the sample period in which any kernel
+    ran, 0-1): it is not SM occupancy, see analyzers/gpu.py.
+    """
+
+    index: int
+    uuid: str
+    name: str
+    time: float
+    utilization_ratio: float | None = None
+    memory_used_bytes: float | None = None
+    memory_total_bytes: float | None = None
+    power_watts: float | None = None
+    power_limit_watts: float | None = None
+    temperature_celsius: float | None = None
+    slowdown_temperature_celsius: float | None = None
+    throttle_reasons: tuple[str, ...] = ()
+    ecc_uncorrected_errors: float | None = None

@@ -30,6 +30,12 @@ class Thresholds:
     nixl_failure_ratio: float = 0.01
     utilization_knee: float = 0.80
     min_requests_for_latency: float = 1.0
+    # analyzers/recommend.py (documented in docs/recommendations.md)
+    kv_pressure_clear_preemptions_per_second: float = 1.0
+    bottleneck_min_load: float = 0.8
+    disaggregation_score_low: float = 0.3
+    min_requests_for_confidence: float = 10.0
+    prefix_reuse_min_prefill_load: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,5 +60,9 @@ class Settings:
     otlp_temporality: str = "cumulative"  # or "delta"
     otlp_interval_seconds: float = 10.0
     state_file: str | None = None
+    state_save_interval_seconds: float = 60.0  # QueueIntelligence state (daily profile, model weights)
     gpu_telemetry: bool = True
     shutdown_timeout_seconds: float = 5.0
+    # runtime (sidecar/config.py validates them)
+    max_response_bytes: int = 32 * 1024 * 1024
+    log_level: str = "info"

@@ -33,3 +33,13 @@ def pd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with tarfile.open(PD_TAR) as tar:
         tar.extractall(out, filter="data")
     return out
+
+
+@pytest.fixture(scope="session")
+def aggregated_report(aggregated_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`phaselens report` run once on the real aggregated capture (HTML)."""
+    from phaselens.report.cli import main as report_main
+
+    out = tmp_path_factory.mktemp("report") / "aggregated.html"
+    assert report_main([str(aggregated_dir), "-o", str(out)]) == 0
+    return out

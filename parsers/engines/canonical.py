@@ -41,6 +41,10 @@ NIXL_AGENT_TX_REQUESTS: Final = "nixl_agent_tx_requests"
 NIXL_AGENT_XFER_TIME_SECONDS: Final = "nixl_agent_xfer_time_seconds"  # converted from microseconds
 NIXL_AGENT_XFER_POST_TIME_SECONDS: Final = "nixl_agent_xfer_post_time_seconds"
 NIXL_AGENT_EVENTS_DROPPED: Final = "nixl_agent_events_dropped"
+NIXL_AGENT_RX_REQUESTS: Final = "nixl_agent_rx_requests"
+NIXL_AGENT_MEMORY_REGISTERED_BYTES: Final = "nixl_agent_memory_registered_bytes"
+NIXL_AGENT_MEMORY_DEREGISTERED_BYTES: Final = "nixl_agent_memory_deregistered_bytes"
+NIXL_AGENT_ERRORS: Final = "nixl_agent_errors"  # extra labels `agent_name`, `status`
 
 # --- histograms
 TTFT_SECONDS: Final = "ttft_seconds"

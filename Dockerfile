@@ -1,0 +1,23 @@
+# phaselens sidecar image. Build: docker build -t ghcr.io/phaselens/phaselens:0.1.0 .
+FROM python:3.11.11-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY sidecar ./sidecar
+COPY parsers ./parsers
+COPY analyzers ./analyzers
+COPY exporters ./exporters
+RUN python -m venv /opt/phaselens \
+ && /opt/phaselens/bin/pip install --no-cache-dir --upgrade pip \
+ && /opt/phaselens/bin/pip install --no-cache-dir .
+
+FROM python:3.11.11-slim-bookworm
+COPY --from=build /opt/phaselens /opt/phaselens
+# Fixed numeric uid/gid so Kubernetes runAsNonRoot can verify it without reading /etc/passwd.
+RUN groupadd --system --gid 10001 phaselens \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin phaselens
+ENV PATH=/opt/phaselens/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+USER 10001:10001
+EXPOSE 9469
+ENTRYPOINT ["phaselens", "run"]

@@ -1,0 +1,329 @@
+"""Online SLO-breach probability: P(a request arriving now misses the TTFT SLO).
+
+Model: logistic regression over a few queue features, trained online (Adagrad SGD) on fractional
+labels. The label of a prediction made at time t is what happened next: among the requests that
+got their first token in (t, t + horizon], the fraction whose TTFT exceeded the SLO (from the
+TTFT histogram's delta). Each example is weighted by that number of requests, so the model is
+calibrated per request, which is what a client sees.
+
+The predictor is an explicit state object that the pipeline owns (`QueueIntelligence`) and
+updates in place: `predict(features)` never changes it, `update(features, outcome, weight)` does.
+`RollingCalibration` scores the published probabilities against the same labels: ECE, Brier
+score, AUROC over the last N labelled predictions.
+
+The first feature is a structural probability, P(W + X > SLO): X the engine's own prefill time
+(its histogram over the window: what a request costs once scheduled), W the predicted queue wait
+(Gamma, from the Little model: L_q departures at the observed rate). The starting weights are a
+prior, not a blank: weight 1 on the logit of that probability and 0 elsewhere, so the first minutes
+already give the queueing model's answer; the regression then learns the corrections (client
+overheads, burst dynamics). Calibration gating (analyzers/gating.py) keeps it from being acted on
+until enough labels prove it calibrated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "logit_structural_probability",
+    "log_predicted_ttft_over_slo",
+    "log1p_queue_depth",
+    "recent_breach_fraction",
+    "log_recent_p90_ttft_over_slo",
+    "kv_usage",
+    "clipped_utilization",
+    "queue_growth_per_second",
+)
+PRIOR_WEIGHTS: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+PRIOR_BIAS = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BreachFeatures:
+    """Inputs of the breach model; all finite, bounded transforms of what the sidecar sees."""
+
+    values: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.values) != len(FEATURE_NAMES):
+            raise ValueError(f"expected {len(FEATURE_NAMES)} features, got {len(self.values)}")
+        if not all(math.isfinite(v) for v in self.values):
+            raise ValueError(f"breach features must be finite: {self.values}")
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(FEATURE_NAMES, self.values, strict=True))
+
+
+def make_features(
+    *,
+    slo_seconds: float,
+    structural_probability: float,
+    predicted_wait_seconds: float,
+    queue_depth: float,
+    recent_p50_ttft_seconds: float | None,
+    recent_p90_ttft_seconds: float | None,
+    recent_breach_fraction: float | None,
+    kv_usage: float | None,
+    utilization: float | None,
+    queue_growth_per_second: float,
+) -> BreachFeatures:
+    """Bounded feature transforms; missing inputs take their neutral value (no traffic = no signal)."""
+    if slo_seconds <= 0:
+        raise ValueError("TTFT SLO must be positive")
+    floor = 0.01 * slo_seconds
+    p50 = recent_p50_ttft_seconds if recent_p50_ttft_seconds is not None else floor
+    p90 = recent_p90_ttft_seconds if recent_p90_ttft_seconds is not None else floor
+    predicted_ttft = max(floor, predicted_wait_seconds + p50)
+    sp = _clamp(structural_probability, 0.002, 0.998)
+    return BreachFeatures(
+        (
+            math.log(sp / (1 - sp)),
+            _clamp(math.log(predicted_ttft / slo_seconds), -5.0, 5.0),
+            _clamp(math.log1p(max(0.0, queue_depth)), 0.0, 10.0),
+            _clamp(recent_breach_fraction or 0.0, 0.0, 1.0),
+            _clamp(math.log(max(floor, p90) / slo_seconds), -5.0, 5.0),
+            _clamp(kv_usage or 0.0, 0.0, 1.0),
+            _clamp(utilization or 0.0, 0.0, 3.0),
+            _clamp(queue_growth_per_second, -10.0, 10.0),
+        )
+    )
+
+
+def _clamp(value: float, lo: float, hi: float) -> float:
+    return min(hi, max(lo, value))
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1 / (1 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1 + e)
+
+
+@dataclass
+class BreachPredictor:
+    """Logistic regression with Adagrad updates on weighted, fractional labels."""
+
+    learning_rate: float = 0.1
+    l2: float = 1e-4
+    max_weight: float = 50.0
+    weights: list[float] = field(default_factory=lambda: list(PRIOR_WEIGHTS))
+    bias: float = PRIOR_BIAS
+    grad_sq: list[float] = field(default_factory=lambda: [1e-6] * (len(FEATURE_NAMES) + 1))
+    examples: float = 0.0
+
+    def predict(self, features: BreachFeatures) -> float:
+        z = self.bias + sum(w * x for w, x in zip(self.weights, features.values, strict=True))
+        return _sigmoid(z)
+
+    def update(self, features: BreachFeatures, outcome: float, weight: float = 1.0) -> None:
+        """One weighted gradient step of the log loss toward `outcome` (a fraction in [0, 1])."""
+        if not 0.0 <= outcome <= 1.0 or not math.isfinite(outcome):
+            raise ValueError(f"outcome must be a fraction in [0, 1], got {outcome}")
+        if weight <= 0:
+            return
+        # Cap the per-example weight so one huge window cannot wipe out what was learned; repeat
+        # the step a few times for heavy windows so their influence still grows with their size.
+        w = min(weight, self.max_weight)
+        steps = max(1, int(math.log2(1 + w)))
+        for _ in range(steps):
+            error = (self.predict(features) - outcome) * w / steps
+            grads = [error * x + self.l2 * wt for x, wt in zip(features.values, self.weights, strict=True)]
+            grads.append(error)
+            for i, g in enumerate(grads):
+                self.grad_sq[i] += g * g
+                step = self.learning_rate * g / math.sqrt(self.grad_sq[i])
+                if i < len(self.weights):
+                    self.weights[i] -= step
+                else:
+                    self.bias -= step
+        self.examples += weight
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "weights": list(self.weights),
+            "bias": self.bias,
+            "grad_sq": list(self.grad_sq),
+            "examples": self.examples,
+            "features": list(FEATURE_NAMES),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> BreachPredictor:
+        """Restore; a state written for other features (or damaged) gives a fresh predictor."""
+        try:
+            if list(state.get("features", [])) != list(FEATURE_NAMES):
+                return cls()
+            weights = [float(w) for w in state["weights"]]
+            grad_sq = [float(g) for g in state["grad_sq"]]
+            bias = float(state["bias"])
+            examples = float(state.get("examples", 0.0))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return cls()
+        values = [*weights, *grad_sq, bias, examples]
+        if (
+            len(weights) != len(FEATURE_NAMES)
+            or len(grad_sq) != len(FEATURE_NAMES) + 1
+            or not all(math.isfinite(v) for v in values)
+        ):
+            return cls()
+        return cls(weights=weights, bias=bias, grad_sq=grad_sq, examples=examples)
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationReport:
+    ece: float
+    brier: float
+    auroc: float | None
+    weight: float
+    examples: int
+
+
+def expected_calibration_error(
+    probabilities: Sequence[float], outcomes: Sequence[float], weights: Sequence[float], bins: int = 10
+) -> float | None:
+    """Weighted ECE with equal-width bins: sum over bins of |mean p - mean outcome| * bin share."""
+    total = sum(weights)
+    if total <= 0:
+        return None
+    sums_p = [0.0] * bins
+    sums_y = [0.0] * bins
+    sums_w = [0.0] * bins
+    for p, y, w in zip(probabilities, outcomes, weights, strict=True):
+        b = min(bins - 1, int(p * bins))
+        sums_p[b] += p * w
+        sums_y[b] += y * w
+        sums_w[b] += w
+    return sum(abs(sp - sy) for sp, sy, sw in zip(sums_p, sums_y, sums_w, strict=True) if sw > 0) / total
+
+
+def brier_score(probabilities: Sequence[float], outcomes: Sequence[float], weights: Sequence[float]) -> float | None:
+    """Weighted Brier score; with fractional labels the irreducible within-window part is included."""
+    total = sum(weights)
+    if total <= 0:
+        return None
+    # A window with outcome fraction y is y*w positives and (1-y)*w negatives: E[(p - Y)^2].
+    return (
+        sum(w * (y * (1 - p) ** 2 + (1 - y) * p**2) for p, y, w in zip(probabilities, outcomes, weights, strict=True))
+        / total
+    )
+
+
+def auroc(probabilities: Sequence[float], outcomes: Sequence[float], weights: Sequence[float]) -> float | None:
+    """Weighted Mann-Whitney AUROC; an example counts y*w as positive and (1-y)*w as negative.
+
+    Ties in score count one half. None when there are no positives or no negatives.
+    """
+    rows: dict[float, list[float]] = {}
+    for p, y, w in zip(probabilities, outcomes, weights, strict=True):
+        acc = rows.setdefault(p, [0.0, 0.0])
+        acc[0] += y * w
+        acc[1] += (1 - y) * w
+    total_pos = sum(v[0] for v in rows.values())
+    total_neg = sum(v[1] for v in rows.values())
+    if total_pos <= 0 or total_neg <= 0:
+        return None
+    concordant = 0.0
+    neg_below = 0.0
+    for score in sorted(rows):
+        pos, neg = rows[score]
+        concordant += pos * (neg_below + neg / 2)
+        neg_below += neg
+    return concordant / (total_pos * total_neg)
+
+
+@dataclass
+class RollingCalibration:
+    """The last `capacity` labelled predictions (p, outcome fraction, weight)."""
+
+    capacity: int = 600
+    min_weight: float = 50.0
+    rows: deque[tuple[float, float, float]] = field(default_factory=deque)
+
+    def add(self, probability: float, outcome: float, weight: float) -> None:
+        if weight <= 0:
+            return
+        self.rows.append((probability, outcome, weight))
+        while len(self.rows) > self.capacity:
+            self.rows.popleft()
+
+    def report(self) -> CalibrationReport | None:
+        """None until `min_weight` requests were labelled: an unproven model has no calibration."""
+        if not self.rows:
+            return None
+        ps, ys, ws = zip(*self.rows, strict=True)
+        weight = sum(ws)
+        if weight < self.min_weight:
+            return None
+        ece = expected_calibration_error(ps, ys, ws)
+        brier = brier_score(ps, ys, ws)
+        if ece is None or brier is None:
+            return None
+        return CalibrationReport(ece=ece, brier=brier, auroc=auroc(ps, ys, ws), weight=weight, examples=len(self.rows))
+
+    def to_state(self) -> list[list[float]]:
+        return [list(r) for r in self.rows]
+
+    @classmethod
+    def from_state(cls, rows: Any, capacity: int = 600, min_weight: float = 50.0) -> RollingCalibration:
+        out = cls(capacity=capacity, min_weight=min_weight)
+        try:
+            for p, y, w in rows or []:
+                p, y, w = float(p), float(y), float(w)
+                if 0 <= p <= 1 and 0 <= y <= 1 and w > 0 and math.isfinite(w):
+                    out.add(p, y, w)
+        except (TypeError, ValueError):
+            return cls(capacity=capacity, min_weight=min_weight)
+        return out
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+@dataclass(frozen=True, slots=True)
+class TtftTally:
+    """Cumulative TTFT histogram position at one scrape: requests so far, and those within the SLO."""
+
+    time: float
+    count: float
+    within_slo: float
+
+
+def tally_from_buckets(time: float, buckets: Sequence[tuple[float, float]], slo_seconds: float) -> TtftTally | None:
+    """Read (count, count <= SLO) from cumulative buckets; between bounds, interpolate linearly."""
+    if not buckets:
+        return None
+    count = buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, cumulative in buckets:
+        if bound >= slo_seconds:
+            if math.isinf(bound) or bound == lower_bound:
+                return TtftTally(time, count, lower_count if math.isinf(bound) else cumulative)
+            share = (slo_seconds - lower_bound) / (bound - lower_bound)
+            return TtftTally(time, count, lower_count + share * (cumulative - lower_count))
+        lower_bound, lower_count = bound, cumulative
+    return TtftTally(time, count, count)
+
+
+def breach_outcome(start: TtftTally, end: TtftTally) -> tuple[float, float] | None:
+    """(fraction over the SLO, number of requests) between two tallies; None on reset or no traffic."""
+    n = end.count - start.count
+    within = end.within_slo - start.within_slo
+    if n <= 0 or within < -1e-9 or within > n + 1e-9:
+        return None
+    return _clamp(1 - within / n, 0.0, 1.0), n
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPrediction:
+    time: float
+    features: BreachFeatures
+    probability: float
+    tally: TtftTally

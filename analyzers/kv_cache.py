@@ -1,0 +1,185 @@
+"""KV-cache health over one window: utilization, prefix-cache hits, preemptions, evictions,
+internal fragmentation (estimate) and headroom.
+
+Formulas and sources are in docs/signals.md (generated from exporters/specs.py). Every value is
+None when the engine does not expose what it needs: an absent value is never replaced by 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from phaselens.analyzers.view import WindowView
+from phaselens.analyzers.window import Group
+from phaselens.parsers.engines import canonical as c
+
+HitSource = Literal["tokens", "blocks", "counters", "gauge"]
+
+
+@dataclass(frozen=True, slots=True)
+class KvCacheHealth:
+    utilization: float | None
+    """Share of the block pool held by running requests, 0-1 (latest scrape)."""
+    utilization_peak: float | None
+    """Highest utilization seen in the window (the gauge swings between scrapes under pressure)."""
+    hit_ratio: float | None
+    hit_source: HitSource | None
+    prefix_queries: float | None
+    """Prefix-cache lookups in the window (tokens or blocks): how much data the hit ratio rests on."""
+    preemptions_per_second: float | None
+    evictions_per_second: float | None
+    evictions_scaled: bool
+    """True when the residency sample rate was known and the eviction rate was divided by it."""
+    fragmentation_ratio: float | None
+    headroom_tokens: float | None
+    capacity_tokens: float | None
+    block_size: int | None
+    running: float | None
+    prefix_caching_enabled: bool | None
+
+
+def info_number(window: WindowView, group: Group, key: str) -> float | None:
+    """A positive, finite number from the engine's static configuration, or None."""
+    raw = window.info(group[1]).get(key)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def info_flag(window: WindowView, group: Group, key: str) -> bool | None:
+    raw = window.info(group[1]).get(key)
+    if raw is None:
+        return None
+    lowered = raw.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    return None
+
+
+def clamp01(value: float) -> float:
+    """Clamp to [0, 1]: used only for quantities that are ratios of a part to its whole."""
+    return min(1.0, max(0.0, value))
+
+
+def kv_utilization(window: WindowView, group: Group) -> float | None:
+    """vLLM's usage gauge, else Dynamo's active/total blocks. A fraction of the pool, so in [0, 1]."""
+    usage = window.gauge(c.KV_CACHE_USAGE, group)
+    if usage is not None:
+        return clamp01(usage)
+    active = window.gauge(c.KV_ACTIVE_BLOCKS, group)
+    total = window.gauge(c.KV_TOTAL_BLOCKS, group)
+    if active is not None and total is not None and total > 0:
+        return clamp01(active / total)
+    return None
+
+
+def prefix_hit_ratio(window: WindowView, group: Group) -> tuple[float | None, HitSource | None, float | None]:
+    """increase(hits) / increase(queries) over the window; the V0 / Dynamo gauge as fallback.
+
+    The counters count tokens on vLLM >= 0.9 and blocks before; the ratio is the same either way.
+    Returns (ratio, source, lookups in the window).
+    """
+    queries = window.increase(c.PREFIX_CACHE_QUERIES, group)
+    hits = window.increase(c.PREFIX_CACHE_HITS, group)
+    if queries is not None and hits is not None:
+        if queries <= 0:
+            return None, None, queries
+        snap = window.latest
+        unit: HitSource = "counters"
+        if snap is not None and snap.prefix_cache_unit is not None:
+            unit = snap.prefix_cache_unit
+        # hits <= queries by construction; a reset inside the window can break that slightly.
+        return clamp01(hits / queries), unit, queries
+    gauge = window.gauge(c.PREFIX_CACHE_HIT_RATE_GAUGE, group)
+    if gauge is not None and gauge >= 0:
+        return clamp01(gauge), "gauge", None
+    return None, None, None
+
+
+def eviction_rate(window: WindowView, group: Group) -> tuple[float | None, bool]:
+    """Evicted blocks per second from the sampled residency histograms (`--kv-cache-metrics`).
+
+    One `idle_before_evict` (or `lifetime`) observation is recorded per *sampled* evicted block,
+    so the count rate divided by the sample rate estimates all evictions. Without a known sample
+    rate the sampled rate is returned unscaled: a lower bound (the sample rate is at most 1).
+    """
+    delta = window.histogram_delta(c.KV_BLOCK_IDLE_BEFORE_EVICT_SECONDS, group)
+    if delta is None:
+        delta = window.histogram_delta(c.KV_BLOCK_LIFETIME_SECONDS, group)
+    if delta is None or delta.seconds <= 0:
+        return None, False
+    rate = delta.count / delta.seconds
+    sample = info_number(window, group, c.INFO_KV_CACHE_METRICS_SAMPLE)
+    if sample is not None and sample <= 1:
+        return rate / sample, True
+    return rate, False
+
+
+def fragmentation_estimate(
+    running: float | None, used_blocks: float | None, block_size: int | None
+) -> float | None:
+    """Expected share of allocated KV slots left empty in each sequence's last, partly filled block.
+
+    PagedAttention wastes only the tail of each sequence's last block: per sequence the waste is
+    in [0, B-1] slots and, with lengths uniform modulo B, (B-1)/2 on average. So
+    waste ~= running * (B-1)/2 against used_blocks * B allocated slots. The true ratio cannot
+    exceed (B-1)/B (each sequence holds at least one block), so the estimate is clamped there;
+    prefix-shared blocks make it an overestimate.
+    """
+    if running is None or used_blocks is None or block_size is None or block_size < 1:
+        return None
+    if running <= 0 or used_blocks <= 0:
+        return None
+    allocated_slots = used_blocks * block_size
+    expected_waste = running * (block_size - 1) / 2.0
+    return min(expected_waste / allocated_slots, (block_size - 1) / block_size)
+
+
+def kv_cache_health(window: WindowView, group: Group) -> KvCacheHealth:
+    utilization = kv_utilization(window, group)
+    hit_ratio, hit_source, queries = prefix_hit_ratio(window, group)
+    preemptions = window.rate(c.PREEMPTIONS, group)
+    evictions, scaled = eviction_rate(window, group)
+    running = window.gauge(c.REQUESTS_RUNNING, group)
+
+    block_size_raw = info_number(window, group, c.INFO_BLOCK_SIZE)
+    block_size = int(block_size_raw) if block_size_raw is not None else None
+    num_blocks = info_number(window, group, c.INFO_NUM_GPU_BLOCKS)
+    if num_blocks is None:
+        num_blocks = window.gauge(c.KV_TOTAL_BLOCKS, group)
+    capacity = info_number(window, group, c.INFO_KV_CACHE_SIZE_TOKENS)
+    if capacity is None and num_blocks is not None and block_size is not None:
+        capacity = num_blocks * block_size
+
+    used_blocks = window.gauge(c.KV_ACTIVE_BLOCKS, group)
+    if used_blocks is None and utilization is not None and num_blocks is not None:
+        # vLLM V1 reports usage against num_gpu_blocks - 1 (one block is the reserved null block).
+        used_blocks = utilization * max(num_blocks - 1, 1)
+
+    series = [v for _, v in window.gauge_series(c.KV_CACHE_USAGE, group)]
+    peak = clamp01(max(series)) if series else utilization
+    headroom = (1.0 - utilization) * capacity if utilization is not None and capacity is not None else None
+    return KvCacheHealth(
+        utilization=utilization,
+        utilization_peak=peak,
+        hit_ratio=hit_ratio,
+        hit_source=hit_source,
+        prefix_queries=queries,
+        preemptions_per_second=preemptions,
+        evictions_per_second=evictions,
+        evictions_scaled=scaled,
+        fragmentation_ratio=fragmentation_estimate(running, used_blocks, block_size),
+        headroom_tokens=headroom,
+        capacity_tokens=capacity,
+        block_size=block_size,
+        running=running,
+        prefix_caching_enabled=info_flag(window, group, c.INFO_ENABLE_PREFIX_CACHING),
+    )

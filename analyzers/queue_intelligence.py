@@ -1,0 +1,470 @@
+"""Queue intelligence: the one object the pipeline owns for waits, breach risk and patterns.
+
+State lives here and only here (the analyzer modules it calls are pure). `tick()` mutates this
+object in place: it resolves the labels of earlier breach predictions against what the TTFT
+histogram shows now, trains the model on them, scores calibration, then predicts for the current
+window. `to_state()` / `from_state()` give the JSON-safe dict that `phaselens.state.StateFile`
+persists (daily profile, model weights, calibration rows, remembered concurrency), so a restart
+keeps what was learned.
+
+Wiring (pipeline): `qi = QueueIntelligence.from_state(state_file.load())`, then each tick
+`signals, recs = qi.tick(windows, now, settings, gpus=readings)`, and before publishing
+`recs = qi.gate(all_recs)`; every few minutes `state_file.save(qi.to_state())`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from phaselens.analyzers import breach as br
+from phaselens.analyzers import gating, gpu, patterns
+from phaselens.analyzers import queueing as qm
+from phaselens.analyzers.window import Group, TargetWindow
+from phaselens.model import GpuReading, Recommendation, Signal, Target, make_labels
+from phaselens.parsers.engines import canonical as cn
+from phaselens.settings import Settings
+
+STATE_VERSION = 1
+
+
+@dataclass
+class _GroupState:
+    """Per (target, model_name, engine)."""
+
+    concurrency: float | None = None
+    trend: patterns.ArrivalTrend = field(default_factory=patterns.ArrivalTrend)
+    pending: deque[br.PendingPrediction] = field(default_factory=deque)
+    history: deque[tuple[float, float, float]] = field(default_factory=deque)  # (t, wait, completions/s)
+
+
+@dataclass
+class _TargetState:
+    predictor: br.BreachPredictor = field(default_factory=br.BreachPredictor)
+    calibration: br.RollingCalibration = field(default_factory=br.RollingCalibration)
+    profile: patterns.DailyProfile = field(default_factory=patterns.DailyProfile)
+    groups: dict[str, _GroupState] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueTuning:
+    """Knobs of the predictors (defaults chosen on real vLLM runs, see benchmarks/bench_predictors.py)."""
+
+    label_horizon_seconds: float = 2.0
+    feature_horizon_seconds: float = 5.0
+    cascade_span_seconds: float = 60.0
+    max_pending: int = 600
+    concurrency_memory: float = 0.2  # EWMA weight of a new saturated-concurrency observation
+    kv_precursor_horizon_seconds: float = 120.0
+    breach_recommendation_probability: float = 0.5
+    gpu_history_points: int = 5
+
+
+def _group_key(group: Group) -> str:
+    return f"{group[0]}|{group[1]}"
+
+
+class QueueIntelligence:
+    def __init__(self, tuning: QueueTuning | None = None) -> None:
+        self.tuning = tuning or QueueTuning()
+        self._targets: dict[str, _TargetState] = {}
+        self._gpu_util: deque[float] = deque(maxlen=self.tuning.gpu_history_points)
+
+    # ------------------------------------------------------------------ public API
+
+    def calibration(self, target: str) -> br.CalibrationReport | None:
+        state = self._targets.get(target)
+        return state.calibration.report() if state is not None else None
+
+    def gate(self, recs: list[Recommendation], settings: Settings | None = None) -> list[Recommendation]:
+        """Calibration-gate recommendations that rest on predictions (analyzers/gating.py)."""
+        limit = settings.calibration_error_limit if settings is not None else Settings().calibration_error_limit
+        reports = {name: state.calibration.report() for name, state in self._targets.items()}
+        return gating.gate_recommendations(recs, reports, limit)
+
+    def tick(
+        self,
+        windows: Mapping[str, tuple[Target, TargetWindow]],
+        now: float,
+        settings: Settings,
+        gpus: Sequence[GpuReading] = (),
+    ) -> tuple[list[Signal], list[Recommendation]]:
+        signals: list[Signal] = []
+        recs: list[Recommendation] = []
+        pool: dict[tuple[str, str], list[float]] = {}
+        total_waiting = 0.0
+        total_running = 0.0
+        for name, (target, window) in windows.items():
+            tstate = self._targets.setdefault(name, _TargetState())
+            target_arrivals = 0.0
+            target_load = 0.0
+            target_capacity = 0.0
+            for group in window.groups():
+                obs = qm.observe(window, group)
+                if obs is None:
+                    continue
+                total_waiting += obs.waiting
+                total_running += obs.running
+                labels = {"target": name, "role": target.role, "model_name": group[0], "engine": group[1]}
+                gstate = tstate.groups.setdefault(_group_key(group), _GroupState())
+                concurrency = self._concurrency(gstate, obs)
+                rho = qm.utilization(obs, concurrency)
+                waits = qm.predict_waits(obs, concurrency)
+                signals.extend(self._queue_signals(labels, rho, waits))
+                if obs.arrival_rate is not None:
+                    target_arrivals += obs.arrival_rate
+                    gstate.trend.update(obs.arrival_rate, now)
+                    if obs.mean_service_seconds is not None and concurrency:
+                        target_load += obs.arrival_rate * obs.mean_service_seconds
+                        target_capacity += concurrency
+                        key = (target.role, group[0])
+                        acc = pool.setdefault(key, [0.0, 0.0])
+                        acc[0] += obs.arrival_rate * obs.mean_service_seconds
+                        acc[1] += concurrency
+                if settings.slo_ttft_seconds:
+                    signals.extend(
+                        self._breach(
+                            tstate,
+                            gstate,
+                            window,
+                            group,
+                            obs,
+                            waits,
+                            rho,
+                            labels,
+                            now,
+                            settings.slo_ttft_seconds,
+                            recs,
+                        )
+                    )
+                recs.extend(self._patterns(gstate, window, group, obs, waits, rho, name, target, now, settings))
+            if target_capacity > 0:
+                tstate.profile.update(now, target_arrivals, target_load / target_capacity)
+                peak = patterns.detect_peak_hour(
+                    tstate.profile,
+                    now,
+                    knee=settings.thresholds.utilization_knee,
+                    target=name,
+                    role=target.role,
+                )
+                if peak is not None:
+                    recs.append(peak)
+            report = tstate.calibration.report()
+            if report is not None:
+                signals.append(
+                    Signal(
+                        "phaselens_prediction_calibration_error",
+                        make_labels({"target": name, "role": target.role, "model_name": "", "engine": ""}),
+                        report.ece,
+                    )
+                )
+        for (role, model_name), (load, capacity) in sorted(pool.items()):
+            signals.append(
+                Signal(
+                    "phaselens_utilization_ratio",
+                    make_labels({"target": "", "role": role, "model_name": model_name, "engine": ""}),
+                    load / capacity,
+                )
+            )
+        signals.extend(gpu.gpu_signals(gpus))
+        utils = [g.utilization_ratio for g in gpus if g.utilization_ratio is not None]
+        if utils:
+            self._gpu_util.append(max(utils))
+            if windows:
+                first_name, (first_target, _) = next(iter(windows.items()))
+                rec = gpu.detect_util_not_scaling_signal(
+                    list(self._gpu_util),
+                    waiting=total_waiting,
+                    running=total_running,
+                    target=first_name if len(windows) == 1 else "",
+                    role=first_target.role if len(windows) == 1 else "",
+                )
+                if rec is not None:
+                    recs.append(rec)
+        return [s for s in signals if math.isfinite(s.value)], recs
+
+    # ------------------------------------------------------------------ parts
+
+    def _concurrency(self, gstate: _GroupState, obs: qm.QueueObservation) -> float | None:
+        if obs.saturated_concurrency is not None and obs.saturated_concurrency >= 1:
+            if gstate.concurrency is None:
+                gstate.concurrency = obs.saturated_concurrency
+            else:
+                a = self.tuning.concurrency_memory
+                gstate.concurrency += a * (obs.saturated_concurrency - gstate.concurrency)
+        return qm.effective_concurrency(obs, gstate.concurrency)
+
+    @staticmethod
+    def _queue_signals(labels: dict[str, str], rho: float | None, waits: list[qm.WaitPrediction]) -> list[Signal]:
+        out: list[Signal] = []
+        if rho is not None:
+            out.append(Signal("phaselens_utilization_ratio", make_labels(labels), rho))
+        for w in waits:
+            for bound, value in (("point", w.point), ("lower", w.lower), ("upper", w.upper)):
+                out.append(
+                    Signal(
+                        "phaselens_predicted_queue_wait_seconds",
+                        make_labels({**labels, "model": w.model, "bound": bound}),
+                        value,
+                    )
+                )
+        return out
+
+    def _breach(
+        self,
+        tstate: _TargetState,
+        gstate: _GroupState,
+        window: TargetWindow,
+        group: Group,
+        obs: qm.QueueObservation,
+        waits: list[qm.WaitPrediction],
+        rho: float | None,
+        labels: dict[str, str],
+        now: float,
+        slo: float,
+        recs: list[Recommendation],
+    ) -> list[Signal]:
+        latest = window.latest
+        hist = [
+            h
+            for (n, lb), h in (latest.histograms.items() if latest else ())
+            if n == cn.TTFT_SECONDS and (dict(lb).get("model_name"), dict(lb).get("engine")) == group
+        ]
+        tally = _merged_tally(now, hist, slo)
+        # 1. resolve labels of predictions old enough
+        horizon = self.tuning.label_horizon_seconds
+        while gstate.pending and (tally is None or now - gstate.pending[0].time >= horizon - 1e-6):
+            pending = gstate.pending.popleft()
+            if tally is None:
+                continue
+            result = br.breach_outcome(pending.tally, tally)
+            if result is None:
+                continue
+            outcome, n = result
+            tstate.calibration.add(pending.probability, outcome, n)
+            tstate.predictor.update(pending.features, outcome, n)
+        if tally is None:
+            return []
+        # 2. predict now
+        features = self.features(window, group, obs, waits, rho, slo)
+        probability = tstate.predictor.predict(features)
+        gstate.pending.append(br.PendingPrediction(now, features, probability, tally))
+        while len(gstate.pending) > self.tuning.max_pending:
+            gstate.pending.popleft()
+        if probability >= self.tuning.breach_recommendation_probability and obs.arrival_rate:
+            recs.append(
+                Recommendation(
+                    code="SLO_BREACH_PREDICTED",
+                    severity="critical" if probability >= 0.85 else "warning",
+                    message=(
+                        f"{probability:.0%} of requests arriving now are predicted to miss the "
+                        f"{slo:g} s TTFT SLO "
+                        f"({obs.waiting:.0f} queued): add prefill capacity or shed load."
+                    ),
+                    evidence={
+                        "breach_probability": round(probability, 4),
+                        "queue_depth": obs.waiting,
+                        "slo_ttft_seconds": slo,
+                        "basis": "prediction",
+                        **{k: round(v, 4) for k, v in features.as_dict().items()},
+                    },
+                    confidence=probability,
+                    target=labels["target"],
+                    role=labels["role"],
+                )
+            )
+        return [Signal("phaselens_slo_breach_probability", make_labels(labels), probability)]
+
+    def features(
+        self,
+        window: TargetWindow,
+        group: Group,
+        obs: qm.QueueObservation,
+        waits: list[qm.WaitPrediction],
+        rho: float | None,
+        slo: float,
+    ) -> br.BreachFeatures:
+        from phaselens.analyzers.window import histogram_quantile
+
+        short = self.tuning.feature_horizon_seconds
+        recent = window.histogram_delta(cn.TTFT_SECONDS, group, horizon=short)
+        p50 = p90 = breach_fraction = None
+        if recent is not None and recent.count > 0:
+            p50 = histogram_quantile(0.5, recent.buckets)
+            p90 = histogram_quantile(0.9, recent.buckets)
+            start = br.TtftTally(0.0, 0.0, 0.0)
+            end = br.tally_from_buckets(0.0, recent.buckets, slo)
+            outcome = br.breach_outcome(start, end) if end is not None else None
+            breach_fraction = outcome[0] if outcome is not None else None
+        by_model = {w.model: w.point for w in waits}
+        predicted_wait = by_model.get("little", by_model.get("erlang_c", 0.0))
+        structural = self._structural_probability(window, group, obs, predicted_wait, slo, breach_fraction)
+        waiting_series = window.gauge_series(cn.REQUESTS_WAITING, group, horizon=short)
+        growth = patterns.linear_slope(waiting_series) or 0.0
+        return br.make_features(
+            slo_seconds=slo,
+            structural_probability=structural,
+            predicted_wait_seconds=predicted_wait,
+            queue_depth=obs.waiting,
+            recent_p50_ttft_seconds=p50,
+            recent_p90_ttft_seconds=p90,
+            recent_breach_fraction=breach_fraction,
+            kv_usage=obs.kv_usage,
+            utilization=rho,
+            queue_growth_per_second=growth,
+        )
+
+    @staticmethod
+    def _structural_probability(
+        window: TargetWindow,
+        group: Group,
+        obs: qm.QueueObservation,
+        predicted_wait: float,
+        slo: float,
+        recent_breach_fraction: float | None,
+    ) -> float:
+        """P(W + X > SLO): X from the window's prefill-time histogram (TTFT's when the engine has none),
+        W ~ Gamma(mean = predicted wait, SCV = 1 / L_q). Without any latency data: the recent breach
+        fraction, else a small floor."""
+        service = window.histogram_delta(cn.PREFILL_TIME_SECONDS, group)
+        if service is None or service.count <= 0:
+            service = window.histogram_delta(cn.TTFT_SECONDS, group)
+        scv = 1 / obs.waiting if obs.waiting > 0 else 1.0
+        found = None
+        if service is not None and service.count > 0:
+            found = qm.probability_total_exceeds(slo, service.buckets, predicted_wait, scv)
+            if found is not None:
+                # shrink toward the middle by the sample size: 0 breaches in 5 requests is not p = 0
+                found = (found * service.count + 0.5) / (service.count + 1)
+        if found is None:
+            found = recent_breach_fraction if recent_breach_fraction is not None else 0.01
+        return found
+
+    def _patterns(
+        self,
+        gstate: _GroupState,
+        window: TargetWindow,
+        group: Group,
+        obs: qm.QueueObservation,
+        waits: list[qm.WaitPrediction],
+        rho: float | None,
+        name: str,
+        target: Target,
+        now: float,
+        settings: Settings,
+    ) -> list[Recommendation]:
+        out: list[Recommendation] = []
+        knee = settings.thresholds.utilization_knee
+        if rho is not None and rho >= knee and obs.arrival_rate:
+            arrivals = obs.arrival_rate * obs.seconds
+            factor = qm.utilization_factor(rho)
+            out.append(
+                Recommendation(
+                    code="UTILIZATION_PAST_KNEE",
+                    severity="critical" if rho >= 1 else "warning",
+                    message=(
+                        f"Utilization is {rho:.0%}, past the {knee:.0%} knee: "
+                        "queue wait grows as rho/(1-rho) "
+                        + (
+                            f"(x{factor:.1f} the service time scale now)"
+                            if math.isfinite(factor)
+                            else "(unbounded: arrivals exceed capacity)"
+                        )
+                        + "; add replicas or cap admission before waits explode."
+                    ),
+                    evidence={
+                        "utilization_ratio": round(rho, 4),
+                        "knee": knee,
+                        "arrival_rate_per_second": round(obs.arrival_rate, 4),
+                        "mean_service_seconds": round(obs.mean_service_seconds or 0.0, 4),
+                        "arrivals_in_window": round(arrivals, 1),
+                        "basis": "prediction",
+                    },
+                    confidence=0.9 if arrivals >= 20 else 0.65,
+                    target=name,
+                    role=target.role,
+                )
+            )
+        burst = patterns.detect_burst(gstate.trend, target=name, role=target.role)
+        if burst is not None:
+            out.append(burst)
+        kv = patterns.detect_kv_pressure_precursor(
+            window.gauge_series(cn.KV_CACHE_USAGE, group),
+            target=name,
+            role=target.role,
+            horizon_seconds=self.tuning.kv_precursor_horizon_seconds,
+        )
+        if kv is not None:
+            out.append(kv)
+        little = next((w.point for w in waits if w.model == "little"), None)
+        if little is not None and obs.completion_rate is not None:
+            gstate.history.append((now, little, obs.completion_rate))
+        while gstate.history and now - gstate.history[0][0] > self.tuning.cascade_span_seconds:
+            gstate.history.popleft()
+        hist = list(gstate.history)
+        cascade = patterns.detect_cascading_delay(
+            [(t, w) for t, w, _ in hist], [(t, c) for t, _, c in hist], target=name, role=target.role
+        )
+        if cascade is not None:
+            out.append(cascade)
+        return out
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "targets": {
+                name: {
+                    "predictor": t.predictor.to_state(),
+                    "calibration": t.calibration.to_state(),
+                    "profile": t.profile.to_state(),
+                    "groups": {
+                        key: {"concurrency": g.concurrency, "trend": g.trend.to_state()} for key, g in t.groups.items()
+                    },
+                }
+                for name, t in self._targets.items()
+            },
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any] | None, tuning: QueueTuning | None = None) -> QueueIntelligence:
+        """Restore what `to_state` wrote; anything unreadable starts fresh (never raises)."""
+        out = cls(tuning)
+        if not isinstance(state, Mapping) or state.get("version") != STATE_VERSION:
+            return out
+        targets = state.get("targets")
+        if not isinstance(targets, Mapping):
+            return out
+        for name, raw in targets.items():
+            if not isinstance(raw, Mapping):
+                continue
+            t = _TargetState(
+                predictor=br.BreachPredictor.from_state(raw.get("predictor") or {}),
+                calibration=br.RollingCalibration.from_state(raw.get("calibration")),
+                profile=patterns.DailyProfile.from_state(raw.get("profile") or {}),
+            )
+            groups = raw.get("groups")
+            if isinstance(groups, Mapping):
+                for key, g in groups.items():
+                    if not isinstance(g, Mapping):
+                        continue
+                    conc = g.get("concurrency")
+                    gs = _GroupState(trend=patterns.ArrivalTrend.from_state(g.get("trend") or {}))
+                    if isinstance(conc, int | float) and math.isfinite(conc) and conc >= 1:
+                        gs.concurrency = float(conc)
+                    t.groups[str(key)] = gs
+            out._targets[str(name)] = t
+        return out
+
+
+def _merged_tally(now: float, hists: Sequence[Any], slo: float) -> br.TtftTally | None:
+    """Sum the tallies of the group's TTFT series (several `pid`/extra-label series may exist)."""
+    tallies = [br.tally_from_buckets(now, h.buckets, slo) for h in hists]
+    found = [t for t in tallies if t is not None]
+    if not found:
+        return None
+    return br.TtftTally(now, sum(t.count for t in found), sum(t.within_slo for t in found))

@@ -1,0 +1,279 @@
+"""Load client for the end-to-end runs: drives phases of load and records the ground truth.
+
+Each request is streamed (`/v1/completions`, `stream: true`, usage in the last chunk) so the client
+sees its own time to first token and time per output token. One JSON line per request goes to the
+ground-truth file, plus one line per phase boundary. Closed-loop clients: `concurrency` workers each
+send the next request as soon as the previous one ends, until the phase's time is up.
+
+In P/D mode a request goes in two steps, as a P/D proxy does it: the prompt goes to the prefill
+server with `max_tokens: 1` and `do_remote_decode`, then the same prompt goes, streamed, to the
+decode server with the `kv_transfer_params` the prefill server answered. The client's TTFT spans
+both steps (what a user behind the proxy sees).
+
+Usage: python e2e/loadgen.py --url http://127.0.0.1:8011 --out gt.jsonl --phases steady:20:2:20-60:16-48 ...
+Phase syntax: NAME:SECONDS:CONCURRENCY:PROMPT_WORDS_MIN-MAX:OUTPUT_TOKENS_MIN-MAX[:prefix]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from corpus import SHARED_PREFIX, random_prompt
+
+REMOTE_DECODE_PARAMS: dict[str, Any] = {
+    "do_remote_decode": True,
+    "do_remote_prefill": False,
+    "remote_engine_id": None,
+    "remote_block_ids": None,
+    "remote_host": None,
+    "remote_port": None,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    name: str
+    seconds: float
+    concurrency: int
+    prompt_words: tuple[int, int]
+    output_tokens: tuple[int, int]
+    shared_prefix: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Phase:
+        parts = text.split(":")
+        if len(parts) not in (5, 6) or (len(parts) == 6 and parts[5] != "prefix"):
+            raise ValueError(f"bad phase {text!r}: want NAME:SECONDS:CONCURRENCY:PMIN-PMAX:OMIN-OMAX[:prefix]")
+        name, seconds, conc, pw, ot = parts[:5]
+
+        def span(s: str) -> tuple[int, int]:
+            lo, _, hi = s.partition("-")
+            a, b = int(lo), int(hi or lo)
+            if a < 0 or b < a:
+                raise ValueError(f"bad range {s!r} in phase {text!r}")
+            return a, b
+
+        phase = cls(name, float(seconds), int(conc), span(pw), span(ot), len(parts) == 6)
+        if phase.seconds < 0 or phase.concurrency < 0:
+            raise ValueError(f"negative duration or concurrency in phase {text!r}")
+        return phase
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """Ground truth for one request, from the client's side. Times are unix seconds."""
+
+    kind: str = "request"
+    id: str = ""
+    phase: str = ""
+    start: float = 0.0
+    end: float = 0.0
+    ttft: float | None = None  # seconds from start to the first generated token
+    tpot: float | None = None  # (end - first token) / (output_tokens - 1), as vLLM's benchmark
+    itl_max: float | None = None  # longest gap between two streamed chunks
+    prompt_tokens: int | None = None
+    output_tokens: int = 0
+    outcome: str = "ok"  # "ok" or "error: ..."
+    prefill_seconds: float | None = None  # P/D only: the prefill step's duration
+    decode_ttft: float | None = None  # P/D only: first token seen from the decode server
+    prefix: bool = False
+    chunk_times: list[float] = field(default_factory=list)
+
+    def as_json(self) -> str:
+        d = asdict(self)
+        d.pop("chunk_times")
+        return json.dumps(d, sort_keys=True)
+
+
+def finish_timing(rec: RequestRecord, first_token: float | None, chunk_times: list[float]) -> None:
+    """Fill ttft, tpot and itl_max from the arrival times of the streamed chunks."""
+    if first_token is not None:
+        rec.ttft = first_token - rec.start
+        if rec.output_tokens > 1:
+            rec.tpot = (rec.end - first_token) / (rec.output_tokens - 1)
+    gaps = [b - a for a, b in itertools.pairwise(chunk_times)]
+    rec.itl_max = max(gaps) if gaps else None
+
+
+async def _stream_completion(
+    session: aiohttp.ClientSession, url: str, body: dict[str, Any], rec: RequestRecord
+) -> tuple[float | None, list[float]]:
+    """POST a streamed completion; returns the first token's time and every chunk's time."""
+    first: float | None = None
+    times: list[float] = []
+    async with session.post(f"{url}/v1/completions", json=body) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"HTTP {resp.status}: {(await resp.text())[:200]}")
+        buf = b""
+        async for chunk in resp.content.iter_any():
+            buf += chunk
+            while b"\n\n" in buf:
+                event, buf = buf.split(b"\n\n", 1)
+                line = event.strip()
+                if not line.startswith(b"data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    continue
+                now = time.time()
+                msg = json.loads(payload)
+                usage = msg.get("usage")
+                if usage:
+                    rec.prompt_tokens = usage.get("prompt_tokens")
+                    rec.output_tokens = int(usage.get("completion_tokens") or 0)
+                for choice in msg.get("choices") or []:
+                    # Random weights can emit bytes that are not yet valid UTF-8: the chunk then
+                    # has empty text but carries token ids, and it is still a token arriving.
+                    if choice.get("text") or choice.get("token_ids"):
+                        if first is None:
+                            first = now
+                        times.append(now)
+    return first, times
+
+
+async def one_request(
+    session: aiohttp.ClientSession,
+    url: str,
+    prompt: str,
+    max_tokens: int,
+    rec: RequestRecord,
+    prefill_url: str | None = None,
+) -> RequestRecord:
+    body: dict[str, Any] = {
+        "model": "tiny",
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "min_tokens": max_tokens,
+        "ignore_eos": True,  # random weights: fix the output length instead of waiting for EOS
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "return_token_ids": True,
+    }
+    rec.start = time.time()
+    try:
+        if prefill_url is not None:
+            pre = {
+                "model": "tiny",
+                "prompt": prompt,
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "kv_transfer_params": REMOTE_DECODE_PARAMS,
+            }
+            async with session.post(f"{prefill_url}/v1/completions", json=pre) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"prefill HTTP {resp.status}: {(await resp.text())[:200]}")
+                answer = await resp.json()
+            rec.prefill_seconds = time.time() - rec.start
+            body["kv_transfer_params"] = answer.get("kv_transfer_params")
+            if not body["kv_transfer_params"]:
+                raise RuntimeError("prefill answer has no kv_transfer_params")
+        decode_start = time.time()
+        first, times = await _stream_completion(session, url, body, rec)
+        rec.end = time.time()
+        if prefill_url is not None and first is not None:
+            rec.decode_ttft = first - decode_start
+        finish_timing(rec, first, times)
+        if first is None:
+            rec.outcome = "error: no token streamed"
+    except (TimeoutError, aiohttp.ClientError, RuntimeError, json.JSONDecodeError) as exc:
+        rec.end = time.time()
+        rec.outcome = f"error: {type(exc).__name__}: {str(exc)[:160]}"
+    return rec
+
+
+class GroundTruthWriter:
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def event(self, kind: str, **fields: Any) -> None:
+        self._stream.write(json.dumps({"kind": kind, "t": time.time(), **fields}, sort_keys=True) + "\n")
+        self._stream.flush()
+
+    def request(self, rec: RequestRecord) -> None:
+        self._stream.write(rec.as_json() + "\n")
+        self._stream.flush()
+
+
+async def run_phase(
+    session: aiohttp.ClientSession,
+    url: str,
+    phase: Phase,
+    writer: GroundTruthWriter,
+    rng: random.Random,
+    counter: list[int],
+    prefill_url: str | None = None,
+) -> list[RequestRecord]:
+    writer.event("phase_start", phase=phase.name, concurrency=phase.concurrency)
+    deadline = time.monotonic() + phase.seconds
+    done: list[RequestRecord] = []
+
+    async def worker() -> None:
+        while time.monotonic() < deadline:
+            counter[0] += 1
+            n_words = rng.randint(*phase.prompt_words)
+            prompt = random_prompt(rng, n_words, SHARED_PREFIX if phase.shared_prefix else "")
+            rec = RequestRecord(id=f"r{counter[0]:05d}", phase=phase.name, prefix=phase.shared_prefix)
+            await one_request(session, url, prompt, rng.randint(*phase.output_tokens), rec, prefill_url)
+            writer.request(rec)
+            done.append(rec)
+
+    if phase.concurrency == 0:
+        await asyncio.sleep(phase.seconds)
+    else:
+        await asyncio.gather(*(worker() for _ in range(phase.concurrency)))
+    writer.event("phase_end", phase=phase.name, requests=len(done))
+    return done
+
+
+async def run_phases(
+    url: str,
+    phases: list[Phase],
+    out: Path,
+    seed: int = 0,
+    prefill_url: str | None = None,
+    timeout_s: float = 600.0,
+) -> list[RequestRecord]:
+    rng = random.Random(seed)
+    counter = [0]
+    records: list[RequestRecord] = []
+    # force_close: a reused keep-alive connection once ended in ServerDisconnected (REAL-ENGINE.md).
+    connector = aiohttp.TCPConnector(force_close=True, limit=0)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    with out.open("a") as stream:
+        writer = GroundTruthWriter(stream)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            for phase in phases:
+                records += await run_phase(session, url, phase, writer, rng, counter, prefill_url)
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", required=True, help="engine base URL (the decode server in P/D mode)")
+    ap.add_argument("--prefill-url", help="P/D mode: the prefill server's base URL")
+    ap.add_argument("--out", required=True, type=Path, help="ground-truth JSON-lines file (appended)")
+    ap.add_argument("--phases", required=True, nargs="+", type=Phase.parse)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    recs = asyncio.run(run_phases(args.url.rstrip("/"), args.phases, args.out, args.seed, args.prefill_url))
+    errors = sum(1 for r in recs if r.outcome != "ok")
+    print(f"loadgen: {len(recs)} requests, {errors} errors -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""Runs one live end-to-end scenario: real vLLM server(s), the phaselens sidecar, load, recording.
+
+  aggregated  one vLLM server; phases idle, steady, shared-prefix, overload, drain
+  pd          one prefill and one decode server joined by the NixlConnector (KV buffer on CPU),
+              each pinned to its own core; the two-step P/D request flow
+
+Everything a run produces lands in OUT (default e2e/out/<scenario>/): the engine logs, the
+recorded scrapes (`phaselens record` format, scrapes/<role>/NNNN.prom), the sidecar's /signals
+snapshots (signals.jsonl), its /metrics (sidecar/NNNN.prom), its stdout (sidecar.stdout.jsonl:
+the recommendation lines), the client's ground truth (ground_truth.jsonl) and meta.json (settings,
+phase times, step timings). `e2e/check.py OUT` asserts on it afterwards.
+Runs in phaselens' venv; the engine runs with --engine-python (its own venv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import loadgen
+import procs
+
+HERE = Path(__file__).resolve().parent
+
+# The SLOs sit on bucket edges of vLLM's TTFT and per-request TPOT histograms, so that the
+# sidecar's attainment marginals need no interpolation inside a bucket.
+SLO_TTFT_S = 0.25
+SLO_ITL_S = 0.05
+WINDOW_S = 20.0
+INTERVAL_S = 1.0
+BLOCK_SIZE = 32
+
+AGGREGATED_PHASES = (
+    "idle:12:0:0-0:0-0",
+    "steady:25:2:20-60:16-48",
+    "prefix:25:4:10-40:16-32:prefix",
+    "overload:35:32:120-260:150-300",
+    "drain:15:0:0-0:0-0",
+)
+PD_PHASES = (
+    "idle:8:0:0-0:0-0",
+    "steady:25:4:100-300:50-150",
+    "burst:20:12:100-300:50-150",
+    "drain:10:0:0-0:0-0",
+)
+
+
+@dataclass
+class Timings:
+    steps: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        print(f"[scenario] {name} ...", flush=True)
+        try:
+            yield
+        finally:
+            self.steps[name] = round(time.monotonic() - t0, 2)
+            print(f"[scenario] {name}: {self.steps[name]:.1f} s", flush=True)
+
+
+@dataclass(frozen=True)
+class Server:
+    role: str
+    port: int
+    log: str
+    env: dict[str, str]
+    extra: tuple[str, ...] = ()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def engine_argv(python: str, model: Path, server: Server, num_blocks: int, max_seqs: int) -> list[str]:
+    return [
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model),
+        "--served-model-name",
+        "tiny",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(server.port),
+        "--max-model-len",
+        "1024",
+        "--dtype",
+        "bfloat16",
+        "--block-size",
+        str(BLOCK_SIZE),
+        "--enable-prefix-caching",
+        "--num-gpu-blocks-override",
+        str(num_blocks),
+        "--max-num-seqs",
+        str(max_seqs),
+        "--kv-cache-metrics",
+        "--kv-cache-metrics-sample",
+        "1.0",
+        "--disable-uvicorn-access-log",
+        *server.extra,
+    ]
+
+
+def servers_for(scenario: str, nixl_dir: Path) -> list[Server]:
+    base_env = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if scenario == "aggregated":
+        return [Server("aggregated", 8011, "server.log", dict(base_env))]
+    kv = '{"kv_connector":"NixlConnector","kv_role":"kv_both","kv_buffer_device":"cpu"}'
+    nixl_env = {
+        **base_env,
+        "NIXL_TELEMETRY_ENABLE": "y",
+        "NIXL_TELEMETRY_DIR": str(nixl_dir),
+        "VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1",
+    }
+    # Pinning each engine's worker to its own core: unpinned, the two workers fight over both
+    # cores and decode degrades to ~0.45 s per token (REAL-ENGINE.md).
+    return [
+        Server(
+            "prefill",
+            8021,
+            "prefill.log",
+            {**nixl_env, "VLLM_NIXL_SIDE_CHANNEL_PORT": "5601", "VLLM_CPU_OMP_THREADS_BIND": "0"},
+            ("--kv-transfer-config", kv),
+        ),
+        Server(
+            "decode",
+            8022,
+            "decode.log",
+            {**nixl_env, "VLLM_NIXL_SIDE_CHANNEL_PORT": "5602", "VLLM_CPU_OMP_THREADS_BIND": "1"},
+            ("--kv-transfer-config", kv),
+        ),
+    ]
+
+
+def sidecar_argv(
+    phaselens: list[str], servers: list[Server], listen_port: int, nixl_dir: Path | None, out: Path
+) -> list[str]:
+    argv = [*phaselens, "run"]
+    for s in servers:
+        argv += ["--target", f"{s.role}={s.base}/metrics"]
+    argv += [
+        "--listen",
+        f"127.0.0.1:{listen_port}",
+        "--interval",
+        str(INTERVAL_S),
+        "--slo-ttft",
+        str(SLO_TTFT_S),
+        "--slo-itl",
+        str(SLO_ITL_S),
+        "--window",
+        str(WINDOW_S),
+    ]
+    if nixl_dir is not None:
+        argv += ["--nixl-telemetry", str(nixl_dir)]
+        argv += ["--log-file", f"decode={out / 'decode.log'}"]
+    return argv
+
+
+async def warm(servers: list[Server], pd: bool) -> list[loadgen.RequestRecord]:
+    """One request per server (or one full P/D request): the first one compiles, slowly.
+
+    Returns their records: they are part of the ground truth, since the engine counts them too.
+    """
+    import aiohttp
+
+    done: list[loadgen.RequestRecord] = []
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=300)) as s:
+        if pd:
+            rec = loadgen.RequestRecord(id=f"warm{len(done)}", phase="warm")
+            await loadgen.one_request(s, servers[1].base, "the quick brown fox " * 20, 8, rec, servers[0].base)
+            done.append(rec)
+            if rec.outcome != "ok":
+                raise RuntimeError(f"P/D warm-up request failed: {rec.outcome}")
+        else:
+            for server in servers:
+                for words in (8, 200):
+                    rec = loadgen.RequestRecord(id=f"warm{len(done)}", phase="warm")
+                    await loadgen.one_request(s, server.base, "the cache holds blocks " * (words // 4), 8, rec)
+                    done.append(rec)
+                    if rec.outcome != "ok":
+                        raise RuntimeError(f"warm-up request to {server.role} failed: {rec.outcome}")
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("scenario", choices=["aggregated", "pd"])
+    ap.add_argument("--engine-python", default=str(HERE / ".venv-engine/bin/python"))
+    ap.add_argument("--model", type=Path, default=HERE / "out/model")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument(
+        "--phaselens",
+        default=f"{sys.executable} -m phaselens",
+        help="command that runs phaselens (space-separated)",
+    )
+    ap.add_argument("--no-sidecar", action="store_true", help="record the engine only")
+    ap.add_argument("--sidecar-port", type=int, default=9470)
+    ap.add_argument("--phases", nargs="+", help="override the scenario's load phases (loadgen syntax)")
+    ap.add_argument("--ready-timeout", type=float, default=400.0)
+    args = ap.parse_args(argv)
+
+    pd = args.scenario == "pd"
+    out: Path = args.out or HERE / "out" / args.scenario
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    nixl_dir = out / "nixl-telemetry"
+    if pd:
+        nixl_dir.mkdir()
+    servers = servers_for(args.scenario, nixl_dir)
+    phases = [loadgen.Phase.parse(p) for p in (args.phases or (PD_PHASES if pd else AGGREGATED_PHASES))]
+    timings = Timings()
+    started: list[procs.Proc] = []
+    meta: dict[str, object] = {
+        "scenario": args.scenario,
+        "slo_ttft_s": SLO_TTFT_S,
+        "slo_itl_s": SLO_ITL_S,
+        "window_s": WINDOW_S,
+        "interval_s": INTERVAL_S,
+        "block_size": BLOCK_SIZE,
+        "num_gpu_blocks": 96 if pd else 48,
+        "roles": [s.role for s in servers],
+        "phases": [asdict(p) for p in phases],
+        "sidecar": not args.no_sidecar,
+    }
+    ok = False
+    try:
+        with timings.step("engine_start"):
+            for s in servers:
+                argv_ = engine_argv(args.engine_python, args.model, s, 96 if pd else 48, 16 if pd else 32)
+                started.append(procs.start(s.role, argv_, out / s.log, env=s.env))
+            for s in servers:
+                procs.wait_http(f"{s.base}/health", args.ready_timeout, started)
+        with timings.step("warm_up"), (out / "ground_truth.jsonl").open("a") as gt:
+            for rec in asyncio.run(warm(servers, pd)):
+                gt.write(rec.as_json() + "\n")
+        if not args.no_sidecar:
+            with timings.step("sidecar_start"):
+                cmd = args.phaselens.split()
+                sidecar = procs.start(
+                    "sidecar",
+                    sidecar_argv(cmd, servers, args.sidecar_port, nixl_dir if pd else None, out),
+                    out / "sidecar.log",
+                    stdout_path=out / "sidecar.stdout.jsonl",
+                )
+                started.append(sidecar)
+                procs.wait_http(f"http://127.0.0.1:{args.sidecar_port}/metrics", 60, [sidecar])
+        recorder_argv = [
+            sys.executable,
+            str(HERE / "recorder.py"),
+            "--out",
+            str(out),
+            "--interval",
+            str(INTERVAL_S),
+        ]
+        for s in servers:
+            recorder_argv += ["--target", f"{s.role}={s.base}/metrics"]
+        if not args.no_sidecar:
+            recorder_argv += ["--sidecar", f"http://127.0.0.1:{args.sidecar_port}"]
+        recorder = procs.start("recorder", recorder_argv, out / "recorder.log")
+        started.append(recorder)
+        time.sleep(1.5)  # the first scrape lands before the first phase starts
+        with timings.step("load"):
+            records = asyncio.run(
+                loadgen.run_phases(
+                    servers[-1].base,
+                    phases,
+                    out / "ground_truth.jsonl",
+                    prefill_url=servers[0].base if pd else None,
+                )
+            )
+        time.sleep(2.0)  # one more scrape after the last phase
+        errors = [r for r in records if r.outcome != "ok"]
+        meta["requests"] = len(records)
+        meta["request_errors"] = len(errors)
+        if errors:
+            print(f"[scenario] {len(errors)} request errors, first: {errors[0].outcome}", flush=True)
+        for p in started:
+            if not p.alive:
+                raise RuntimeError(f"{p.name} died during the run:\n{p.log_tail()}")
+        ok = True
+    finally:
+        with timings.step("shutdown"):
+            for p in reversed(started):
+                procs.stop(p)
+        meta["timings_s"] = timings.steps
+        meta["ok"] = ok
+        (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"[scenario] {args.scenario}: done, output in {out}", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

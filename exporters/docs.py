@@ -1,0 +1,101 @@
+"""Generate docs/signals.md from the signal spec table (names, units, labels, formulas, sources).
+
+    python -m phaselens.exporters.docs --write [PATH]   # write the file (default: <repo>/docs/signals.md)
+    python -m phaselens.exporters.docs                  # print it
+
+A test compares the committed file with `render_signals_doc()`, so the doc cannot drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from phaselens.exporters.specs import SPECS, SignalSpec
+
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "docs" / "signals.md"
+
+GROUP_TITLES: dict[str, str] = {
+    "autoscaling": "Autoscaling",
+    "phase": "Phases",
+    "kv": "KV cache",
+    "latency": "Latency",
+    "goodput": "Goodput and SLOs",
+    "nixl": "NIXL KV transfer",
+    "disaggregation": "Disaggregation",
+    "queue": "Queue intelligence",
+    "gpu": "GPU telemetry",
+    "self": "Sidecar health",
+}
+
+HEADER = """# Signals
+
+Generated from `exporters/specs.py` and `exporters/spec_docs.py` by
+`python -m phaselens.exporters.docs --write`; do not edit by hand.
+
+Every signal is computed over the window (`--window`, default 30 s) unless it says otherwise. A
+signal that cannot be computed (no traffic, metric absent) is not exported: never a made-up 0,
+never NaN. Pool signals (`target="pool"`, `role="pool"`, `engine="all"`) exist only when at least one
+prefill and one decode target serve the model.
+"""
+
+
+def _labels(spec: SignalSpec) -> str:
+    return ", ".join(f"`{label}`" for label in spec.labels) or "none"
+
+
+def _summary(specs: Sequence[SignalSpec]) -> list[str]:
+    lines = ["| Signal | Type | Unit | Labels |", "|---|---|---|---|"]
+    for spec in specs:
+        lines.append(f"| [`{spec.name}`](#{spec.name}) | {spec.kind} | `{spec.unit}` | {_labels(spec)} |")
+    return lines
+
+
+def _section(spec: SignalSpec) -> list[str]:
+    return [
+        f"### {spec.name}",
+        "",
+        spec.help,
+        "",
+        f"- Type: {spec.kind}; unit: `{spec.unit}`; OpenTelemetry name: `{spec.otel_name}`",
+        f"- Labels: {_labels(spec)}",
+        f"- Formula: {spec.formula or '(not documented)'}",
+        f"- Source: {spec.source or '(not documented)'}",
+        f"- Known limits: {spec.limits or '(not documented)'}",
+        "",
+    ]
+
+
+def render_signals_doc(specs: Sequence[SignalSpec] = SPECS) -> str:
+    lines = [HEADER, "## Summary", "", *_summary(specs), ""]
+    groups: list[str] = []
+    for spec in specs:
+        if spec.group not in groups:
+            groups.append(spec.group)
+    for group in groups:
+        lines += [f"## {GROUP_TITLES.get(group, group.capitalize())}", ""]
+        for spec in specs:
+            if spec.group == group:
+                lines += _section(spec)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Generate docs/signals.md from the signal specs.")
+    parser.add_argument("--write", nargs="?", const=str(DEFAULT_PATH), default=None, metavar="PATH",
+                        help="write the document (default path: the repository's docs/signals.md)")
+    args = parser.parse_args(argv)
+    text = render_signals_doc()
+    if args.write is None:
+        sys.stdout.write(text)
+        return 0
+    path = Path(args.write)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,271 @@
+"""Formula, source and known limits of every exported signal, merged into `specs.SPECS`.
+
+Kept apart from the spec rows so the table stays readable; `docs/signals.md` is generated from the
+merged specs (`python -m phaselens.exporters.docs --write`). A test fails when a spec has no entry.
+Plain data: no imports from the package.
+"""
+
+from __future__ import annotations
+
+DISTSERVE = "DistServe (Zhong et al., OSDI'24, arXiv:2401.09670)"
+SPLITWISE = "Splitwise (Patel et al., ISCA'24, arXiv:2311.18677)"
+PAGED = "PagedAttention (Kwon et al., SOSP'23, arXiv:2309.06180)"
+VLLM_METRICS = "vLLM docs/design/metrics.md and vllm/v1/metrics/loggers.py"
+PROM_QUANTILE = "Prometheus histogram_quantile()"
+LLMD_TOKEN = "llm-d guides/workload-autoscaling/keda-epp-token-aware"
+LLMD_PD = "llm-d guides/pd-disaggregation; llm-d-inference-scheduler prefix-based-pd-decider"
+DYNAMO_PLANNER = "NVIDIA Dynamo load planner (docs/architecture/load_planner.md), disagg_perf_tuning.md"
+WINDOW = "Computed over the window (settings.window_seconds): a burst stays in it for one horizon."
+
+SIGNAL_DOCS: dict[str, dict[str, str]] = {
+    # autoscaling
+    "phaselens_prefill_queue_depth": {
+        "formula": "requests_waiting_by_reason{reason=\"capacity\"} when the engine splits the queue, else "
+                   "requests_waiting (latest scrape)",
+        "source": f"{VLLM_METRICS} (num_requests_waiting, _by_reason); {DYNAMO_PLANNER} (prefill on queue)",
+        "limits": "Requests deferred for a remote KV transfer or a LoRA budget are excluded only on vLLM "
+                  "builds with the by-reason split; a count of requests, not of tokens (see backlog).",
+    },
+    "phaselens_prefill_backlog_seconds": {
+        "formula": "queue_depth x uncached prompt tokens per request / V_P; tokens per request = mean of "
+                   "request_prefill_kv_computed_tokens, else mean prompt tokens x (1 - hit ratio); V_P = the "
+                   "highest per-scrape rate of (prompt_tokens - prompt_tokens_cached) in the window. 0 when "
+                   "nothing waits.",
+        "source": f"{LLMD_TOKEN} (queued uncached tokens / V_P); Dynamo planner PR #8314 (hit-rate-aware "
+                  "prefill load)",
+        "limits": "V_P is the window's own peak (a pure function keeps no memory): an underestimate of the "
+                  "true peak makes the backlog an overestimate; absent when requests wait but no prefill "
+                  "happened in the window. The signal to scale a prefill pool on (sum over pods).",
+    },
+    "phaselens_decode_kv_utilization_ratio": {
+        "formula": "kv_cache_usage (vLLM kv_cache_usage_perc / gpu_cache_usage_perc), else Dynamo "
+                   "active_blocks / total_blocks (latest scrape), clamped to [0, 1]",
+        "source": f"{VLLM_METRICS}; {DYNAMO_PLANNER} (decode on KV utilization); {LLMD_TOKEN}",
+        "limits": "A share of the pre-allocated pool, so it drops when the pool grows; cached prefix blocks "
+                  "no request holds count as free.",
+    },
+    # phases
+    "phaselens_phase_prefill_time_share_ratio": {
+        "formula": "sum(prefill_time) / (sum(prefill_time) + sum(decode_time)) over requests finished in the "
+                   "window; pool: prefill pool's prefill time over it plus the decode pool's decode time",
+        "source": f"{VLLM_METRICS} (request_prefill_time_seconds, request_decode_time_seconds); {SPLITWISE}",
+        "limits": "Request time, not GPU time: decode spans many steps, so the share is small even when "
+                  "prefill is the bottleneck; use the imbalance ratio to decide. " + WINDOW,
+    },
+    "phaselens_phase_imbalance_ratio": {
+        "formula": "L_P / L_D; s = 1 if preemptions in the window else KV utilization; aggregated: "
+                   "L_P = (mean prefill time + mean queue wait x (1 - s)) / TTFT budget, "
+                   "L_D = max(mean ITL / ITL budget, s); pool: L_P = (mean prefill time + mean queue wait) "
+                   "of the prefill pool / TTFT budget, L_D from the decode pool's ITL, KV utilization and "
+                   "preemptions. Budgets = SLOs (0.5 s / 0.1 s when unset).",
+        "source": f"{DISTSERVE} (TTFT belongs to prefill, TPOT to decode; goodput is capped by the first SLO "
+                  f"to bind); vLLM V1 scheduler (a waiting request is admitted only with free KV blocks); "
+                  f"{DYNAMO_PLANNER}",
+        "limits": "Means, not tails; splitting queue wait by KV utilization is an attribution "
+                  "heuristic; needs requests finished in the window. " + WINDOW,
+    },
+    "phaselens_phase_bottleneck": {
+        "formula": "phase=\"prefill\" is 1 when the imbalance ratio > 1, else phase=\"decode\" is 1",
+        "source": "Derived from phaselens_phase_imbalance_ratio",
+        "limits": "Names the relatively more loaded phase even at light load; recommendations also require "
+                  "the phase's load to exceed bottleneck_min_load.",
+    },
+    # kv cache
+    "phaselens_kv_prefix_cache_hit_ratio": {
+        "formula": "increase(prefix_cache_hits) / increase(prefix_cache_queries) over the window; V0 / "
+                   "Dynamo hit-rate gauge when there are no counters. Clamped to [0, 1] (hits are a "
+                   "part of queries).",
+        "source": f"{VLLM_METRICS} (rate(hits)/rate(queries)); vllm PR #46938 (windowed, not cumulative)",
+        "limits": "Tokens on vLLM >= 0.9, blocks before (the ratio is the same); absent when no lookups "
+                  "happened. On a P/D decode instance it is the local cache only (prompt KV arrives by "
+                  "transfer).",
+    },
+    "phaselens_kv_preemptions_per_second": {
+        "formula": "increase(num_preemptions) / window span (reset-aware)",
+        "source": VLLM_METRICS,
+        "limits": "A preemption means KV demand exceeded the pool; one request can be preempted many times. "
+                  + WINDOW,
+    },
+    "phaselens_kv_evictions_per_second": {
+        "formula": "count rate of kv_block_idle_before_evict_seconds (else kv_block_lifetime_seconds) / "
+                   "kv_cache_metrics_sample when the sample rate is known",
+        "source": f"{VLLM_METRICS} (--kv-cache-metrics residency histograms, vllm PR #27793)",
+        "limits": "Only with --kv-cache-metrics. Without a known sample rate the sampled rate is exported "
+                  "unscaled: a lower bound of the true rate (the sample rate is at most 1).",
+    },
+    "phaselens_kv_internal_fragmentation_ratio": {
+        "formula": "min(running x (B - 1)/2 / (used_blocks x B), (B - 1)/B); used_blocks = usage x "
+                   "(num_gpu_blocks - 1) or Dynamo active blocks; B = block_size",
+        "source": f"{PAGED}: waste only in each sequence's last, partly filled block, uniform mod B "
+                  "on average",
+        "limits": "An estimate (no per-sequence lengths are exported): per sequence the waste lies in "
+                  "[0, B - 1] slots, so the true ratio lies in [0, running x (B-1) / (used_blocks x B)]; "
+                  "prefix-shared blocks make it an overestimate. Absent with nothing running.",
+    },
+    "phaselens_kv_headroom_tokens": {
+        "formula": "(1 - KV utilization) x KV capacity in tokens (cache_config_info "
+                   "kv_cache_size_tokens, else num_gpu_blocks x block_size)",
+        "source": f"{VLLM_METRICS} (cache_config_info)",
+        "limits": "Block-granular capacity; free blocks may still hold reusable prefix KV.",
+    },
+    # latency and goodput
+    "phaselens_ttft_seconds": {
+        "formula": "histogram_quantile(q, increase of ttft buckets over the window), q in 0.5/0.9/0.95/0.99",
+        "source": f"{PROM_QUANTILE}; {VLLM_METRICS} (time_to_first_token_seconds)",
+        "limits": "Linear inside a bucket: error up to that bucket's width; a rank in +Inf reports the top "
+                  "finite bound. On a P/D decode instance TTFT includes the KV transfer. " + WINDOW,
+    },
+    "phaselens_itl_seconds": {
+        "formula": "histogram_quantile(q, increase of inter-token latency buckets over the window)",
+        "source": f"{PROM_QUANTILE}; {VLLM_METRICS} (inter_token_latency_seconds, was time_per_output_token)",
+        "limits": "One observation per output step, so long requests weigh more; bucket-width error.",
+    },
+    "phaselens_queue_wait_seconds": {
+        "formula": "histogram_quantile(q, increase of request_queue_time buckets over the window)",
+        "source": f"{PROM_QUANTILE}; {VLLM_METRICS} (request_queue_time_seconds)",
+        "limits": "Recorded when a request finishes, so it lags the queue by the request's run time.",
+    },
+    "phaselens_e2e_latency_seconds": {
+        "formula": "histogram_quantile(q, increase of e2e_request_latency buckets over the window)",
+        "source": f"{PROM_QUANTILE}; {VLLM_METRICS}",
+        "limits": "Bucket-width error (coarse buckets above 1 s).",
+    },
+    "phaselens_slo_attainment_ratio": {
+        "formula": "slo=ttft / itl: share of the window's observations <= SLO (lower = upper when the "
+                   "SLO is a bucket bound, else the neighbouring bounds); itl uses per-request TPOT "
+                   "(request_time_per_output_token) when present, else per-step ITL. slo=joint: Fréchet "
+                   "bounds max(0, a_ttft + a_itl - 1) <= a <= min(a_ttft, a_itl); one SLO: that SLO's value.",
+        "source": f"{DISTSERVE} (attainment of TTFT and TPOT SLOs); Fréchet-Hoeffding bounds; vLLM "
+                  "benchmark_serving --goodput (a request is good when every SLO holds)",
+        "limits": "Histograms give marginals only: the joint value is known only within its bounds; "
+                  "set SLOs on bucket bounds (TTFT 0.1/0.25/0.5/0.75/1 s, ITL 0.025-0.2 s) for exact "
+                  "marginals. Bounded in [0, 1].",
+    },
+    "phaselens_goodput_requests_per_second": {
+        "formula": "joint attainment bound x rate of finished requests not aborted or failed",
+        "source": f"{DISTSERVE} (goodput); vLLM benchmark_serving request_goodput",
+        "limits": "A runtime rate, not DistServe's capacity (max rate at >= 90 % attainment); bounds as the "
+                  "joint attainment.",
+    },
+    "phaselens_request_rate_per_second": {
+        "formula": "increase(request_success summed over finished_reason) / span, else the e2e histogram's "
+                   "count rate, else Dynamo's request counter",
+        "source": VLLM_METRICS,
+        "limits": "Counts every finish reason including abort and error. " + WINDOW,
+    },
+    # nixl (analyzers/nixl.py)
+    "phaselens_nixl_transfer_seconds": {
+        "formula": "quantile of NIXL transfer time over the window from the first source with data: vLLM "
+                   "nixl_xfer_time histogram, NIXL telemetry ring (exact), or the KV Transfer log line's p90",
+        "source": "vLLM kv_connector/v1/nixl stats.py; NIXL telemetry (NIXL_TELEMETRY_DIR)",
+        "limits": "vLLM pools observations across TP ranks (per-rank, not per request); the log source gives "
+                  "an upper bound of p90 only.",
+    },
+    "phaselens_nixl_transfer_bytes_per_second": {
+        "formula": "bytes transferred in the window / window span",
+        "source": "vLLM nixl_bytes_transferred; NIXL agent exporter / telemetry rings",
+        "limits": "Per-rank pooling as above; not fabric throughput.",
+    },
+    "phaselens_nixl_transfer_failure_ratio": {
+        "formula": "failed transfers / (failed + successful transfers) in the window",
+        "source": "vLLM nixl_num_failed_transfers; NIXL telemetry",
+        "limits": "Expired KV (prefill side) is counted separately by vLLM.",
+    },
+    "phaselens_nixl_ttft_share_ratio": {
+        "formula": "sum(transfer time) / sum(decode-side TTFT) over the window, clamped to [0, 1]",
+        "source": f"{SPLITWISE} (KV transfer is the cost of splitting); vLLM NIXL metrics",
+        "limits": "Overlapping per-rank transfers overstate it; needs the decode TTFT histogram.",
+    },
+    # disaggregation
+    "phaselens_disaggregation_score": {
+        "formula": "mean(interference_avoided, prefill_heavy) x (1 - kv_transfer_ttft_share) x "
+                   "(1 - kv_capacity_pressure), over the components that could be measured",
+        "source": f"{DISTSERVE} (interference); TetriInfer arXiv:2401.11181 (mixed batches slow decode); "
+                  f"{SPLITWISE} (transfer cost); {LLMD_PD} (ISL|OSL rule); {DYNAMO_PLANNER} (KV capacity)",
+        "limits": "Our composite, not a published metric: weights are equal; pool only (target=\"pool\"); "
+                  "needs at least one benefit component.",
+    },
+    "phaselens_disaggregation_component_ratio": {
+        "formula": "interference_avoided = min(1, prefill concurrency per prefill instance) (Little's law, "
+                   "Markov bound on busy share); prefill_heavy = clamp((r - 0.5)/0.4), "
+                   "r = ISL_eff/(ISL_eff + OSL); kv_transfer_ttft_share as the NIXL signal; "
+                   "kv_capacity_pressure = clamp((u - knee)/(1 - knee)), knee = utilization_knee",
+        "source": f"{DISTSERVE}; {LLMD_PD} (10k|1k pays, 200|200 does not); {DYNAMO_PLANNER}",
+        "limits": "Each in [0, 1]; benefit components: higher favours disaggregation, cost components: "
+                  "higher argues against it.",
+    },
+    # queue intelligence (analyzers/queueing.py, breach.py)
+    "phaselens_utilization_ratio": {
+        "formula": "rho = arrival rate x mean service time / effective concurrency",
+        "source": "Little's law; Erlang C (M/M/c); see docs/queueing.md",
+        "limits": "Effective concurrency is learned from saturated scrapes; above 1 means overload.",
+    },
+    "phaselens_predicted_queue_wait_seconds": {
+        "formula": "wait of a request arriving now by Little's law, Erlang C and Kingman (model label), "
+                   "with a 10-90 % interval (bound label)",
+        "source": "Little's law; Erlang C; Kingman / Allen-Cunneen G/G/c; see docs/queueing.md",
+        "limits": "Continuous batching is not a fixed-rate server: first-order estimates.",
+    },
+    "phaselens_slo_breach_probability": {
+        "formula": "calibrated probability that a request arriving now misses the TTFT SLO",
+        "source": "Isotonic / logistic calibration, labelled online against the TTFT histogram",
+        "limits": "Gated by the rolling calibration error.",
+    },
+    "phaselens_prediction_calibration_error": {
+        "formula": "rolling expected calibration error of the breach probability",
+        "source": "Guo et al. 2017 (ECE)",
+        "limits": "Needs labelled predictions; absent until enough are resolved.",
+    },
+    # gpu
+    "phaselens_gpu_utilization_ratio": {
+        "formula": "NVML utilization.gpu / 100",
+        "source": "NVML nvmlUtilization_t",
+        "limits": "Share of time any kernel ran: pinned near 1 with one request; not a scaling signal.",
+    },
+    "phaselens_gpu_memory_used_ratio": {
+        "formula": "NVML memory used / total",
+        "source": "NVML nvmlMemory_t",
+        "limits": "Engines pre-allocate KV memory at start: says nothing about KV use.",
+    },
+    "phaselens_gpu_power_watts": {
+        "formula": "NVML power usage / 1000",
+        "source": "NVML nvmlDeviceGetPowerUsage",
+        "limits": "Averaged by the driver over about a second.",
+    },
+    "phaselens_gpu_temperature_celsius": {
+        "formula": "NVML GPU core temperature",
+        "source": "NVML nvmlDeviceGetTemperature",
+        "limits": "Core sensor only.",
+    },
+    "phaselens_gpu_health_ratio": {
+        "formula": "product of thermal, throttling and ECC factors (analyzers/gpu.py)",
+        "source": "NVML throttle reasons and ECC counters",
+        "limits": "A heuristic score: 1 means nothing wrong is visible.",
+    },
+    # self
+    "phaselens_target_up": {
+        "formula": "1 if the last scrape succeeded and parsed, else 0",
+        "source": "phaselens runtime",
+        "limits": "-",
+    },
+    "phaselens_scrape_duration_seconds": {
+        "formula": "wall time of the last scrape (monotonic clock)",
+        "source": "phaselens runtime",
+        "limits": "-",
+    },
+    "phaselens_parse_errors_total": {
+        "formula": "count of malformed exposition lines skipped since start",
+        "source": "phaselens parser",
+        "limits": "Resets when the sidecar restarts.",
+    },
+    "phaselens_tick_duration_seconds": {
+        "formula": "CPU time of the last pipeline tick",
+        "source": "phaselens runtime",
+        "limits": "-",
+    },
+    "phaselens_signal_age_seconds": {
+        "formula": "now - time of the target's last fresh scrape",
+        "source": "phaselens runtime",
+        "limits": "-",
+    },
+}

@@ -1,0 +1,700 @@
+"""Prometheus text (0.0.4) and OpenMetrics (1.0) exposition parser.
+
+`parse_exposition` turns one scrape body into an `Exposition`: families named exactly as
+`prometheus_client.parser.text_string_to_metric_families` (text) or
+`prometheus_client.openmetrics.parser.text_string_to_metric_families` (OpenMetrics) names them,
+every raw sample, and histogram series grouped into cumulative buckets.
+
+Unlike prometheus_client, a malformed line never aborts the scrape: it becomes a `ParseIssue`
+(line number, reason, text), is counted and skipped, and every other line is kept. Only a body that
+is not text at all (gzip, undecodable bytes) raises `ExpositionError`.
+
+How it is fast: one C-level regex pass (`findall`) splits the whole body into lines and each
+well-formed sample line into name, label block, value and timestamp. The label block is parsed by
+two regex passes and cached by its raw text, together with its `le` split (the same label strings
+recur across histogram families and across scrapes of one target). Values go straight to `float()`.
+Every line the fast pattern does not take (comments, blanks, exemplars, anything odd) goes through a
+general per-line path that also produces the precise error reasons.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields, replace
+from types import MemberDescriptorType
+from typing import Any
+
+from phaselens.model import Exposition, FamilyType, Histogram, Labels, MetricFamily, ParseIssue, Sample
+
+__all__ = ["MAX_STORED_ISSUES", "ExpositionError", "parse_exposition"]
+
+MAX_STORED_ISSUES = 100
+"""Issues kept in `Exposition.issues`; `issue_count` counts all of them."""
+
+_MAX_ISSUE_TEXT = 200
+_CACHE_LIMIT = 200_000
+
+
+class ExpositionError(ValueError):
+    """The payload is not exposition text at all (compressed, binary, or not UTF-8)."""
+
+
+# --------------------------------------------------------------------------- lexical rules
+
+_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_NAME_RE = re.compile(_NAME)
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+# The exact form every client writes (`a="x",b="y"`, optional trailing comma): validated in one pass,
+# then split into pairs by `findall`.
+_STRICT_LABELS_RE = re.compile(rf"(?:{_NAME}={_QUOTED},)*(?:{_NAME}={_QUOTED})?,?", re.S)
+_STRICT_PAIR_RE = re.compile(rf'({_NAME})="((?:[^"\\]|\\.)*)"', re.S)
+# Hand-written input may put blanks around names, `=` and commas (prometheus_client accepts them).
+_LOOSE_PAIR_RE = re.compile(rf'\s*({_NAME})\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)', re.S)
+_ESCAPE_RE = re.compile(r'\\[\\n"]')
+_TEXT_HELP_ESCAPE_RE = re.compile(r"\\[\\n]")
+_ESCAPES = {"\\\\": "\\", "\\n": "\n", '\\"': '"'}
+# General path: name, quote-aware label block, rest (value, timestamp, maybe an exemplar).
+_SAMPLE_RE = re.compile(r'([^\s{]*)\s*(?:\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\})?(.*)', re.S)
+# prometheus_client splits comment lines on ASCII blanks only (a help text may start with U+00A0).
+_COMMENT_SPLIT_RE = re.compile(r"[ \t\r\n\f\v]+")
+
+_TYPE_ALIASES: dict[str, FamilyType] = {
+    "counter": "counter",
+    "gauge": "gauge",
+    "histogram": "histogram",
+    "gaugehistogram": "gaugehistogram",
+    "summary": "summary",
+    "info": "info",
+    "stateset": "stateset",
+    "unknown": "unknown",
+    "untyped": "unknown",
+}
+# Sample-name suffixes that belong to a family, per format, exactly as prometheus_client groups them.
+_TEXT_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "summary": ("_count", "_sum", ""),
+    "histogram": ("_count", "_sum", "_bucket"),
+}
+_OM_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "counter": ("_total", "_created"),
+    "summary": ("", "_count", "_sum", "_created"),
+    "histogram": ("_count", "_sum", "_bucket", "_created"),
+    "gaugehistogram": ("_gcount", "_gsum", "_bucket"),
+    "info": ("_info",),
+}
+
+LabelInfo = tuple[Labels, Labels | None, float | None]
+"""(labels, labels without `le` or None when there is no `le`, the `le` bound or None if not numeric)."""
+_NO_LABELS: LabelInfo = ((), None, None)
+
+_Group = list[Any]
+"""One histogram series being grouped: [[(bound, cumulative count), ...], sum, count]."""
+
+RawSample = tuple[str, LabelInfo, float, float | None, int]
+"""(sample name, label info, value, timestamp in seconds, line number)."""
+
+# Caches of pure functions of their key (label text -> LabelInfo; labels without le, interned so that
+# one `is` test tells consecutive buckets of one series apart from the next series).
+_LABEL_CACHE: dict[str, LabelInfo] = {}
+_VALID_NAMES: set[str] = set()
+_ALLOWED_CACHE: dict[tuple[bool, str, str], frozenset[str]] = {}
+_GROUP_INTERN: dict[Labels, Labels] = {}
+
+
+# --------------------------------------------------------------------------- value construction
+
+
+def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple[Callable[[Any, Any], None], ...] | None:
+    """Setters of a frozen slots dataclass's fields, or None if setting them one by one would not be
+    exactly what its constructor does (other fields, a `__post_init__`)."""
+    if tuple(f.name for f in fields(cls)) != names or hasattr(cls, "__post_init__"):
+        return None
+    descriptors = [cls.__dict__.get(name) for name in names]
+    if not all(isinstance(d, MemberDescriptorType) for d in descriptors):
+        return None
+    return tuple(d.__set__ for d in descriptors)  # type: ignore[union-attr]
+
+
+# The generated __init__ of a frozen dataclass calls object.__setattr__ once per field: half the
+# parse time went there. These build the same objects (equal, same class) by setting the slots.
+_SAMPLE_SETTERS = _slot_setters(Sample, ("name", "labels", "value", "timestamp"))
+_HISTOGRAM_SETTERS = _slot_setters(Histogram, ("name", "labels", "buckets", "sum", "count"))
+
+
+def _new_sample(name: str, labels: Labels, value: float, timestamp: float | None) -> Sample:
+    sample = object.__new__(Sample)
+    set_name, set_labels, set_value, set_timestamp = _SAMPLE_SETTERS  # type: ignore[misc]
+    set_name(sample, name)
+    set_labels(sample, labels)
+    set_value(sample, value)
+    set_timestamp(sample, timestamp)
+    return sample
+
+
+def _new_histogram(
+    name: str, labels: Labels, buckets: tuple[tuple[float, float], ...], sum_: float | None, count: float | None
+) -> Histogram:
+    histogram = object.__new__(Histogram)
+    set_name, set_labels, set_buckets, set_sum, set_count = _HISTOGRAM_SETTERS  # type: ignore[misc]
+    set_name(histogram, name)
+    set_labels(histogram, labels)
+    set_buckets(histogram, buckets)
+    set_sum(histogram, sum_)
+    set_count(histogram, count)
+    return histogram
+
+
+make_sample: Callable[[str, Labels, float, float | None], Sample] = (
+    _new_sample if _SAMPLE_SETTERS is not None else Sample
+)
+make_histogram: Callable[..., Histogram] = _new_histogram if _HISTOGRAM_SETTERS is not None else Histogram
+
+
+# --------------------------------------------------------------------------- public entry point
+
+
+def parse_exposition(payload: str | bytes, content_type: str | None = None) -> Exposition:
+    """Parse one `/metrics` body; OpenMetrics when `content_type` says so or it ends in `# EOF`.
+
+    Raises `ExpositionError` only when the body is not text. Every malformed line is reported in
+    `issues` (the first `MAX_STORED_ISSUES`) and `issue_count` (all), and skipped.
+    A body whose last line has no line feed was cut mid-line: that line is reported, not parsed
+    (the format requires a final line feed, and a cut number would otherwise parse as a wrong value).
+    """
+    text = _decode(payload, content_type)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    openmetrics = _is_openmetrics(text, content_type)
+    cut = text.rfind("\n") + 1
+    body, partial = text[:cut], text[cut:]
+    if partial and openmetrics and partial.strip() == "# EOF":
+        body, partial = text + "\n", ""
+    lines = body.split("\n")
+    lines.pop()  # the empty string after the last line feed
+    state = _ParseState(openmetrics, lines)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # the parse allocates ~3 objects per sample and frees none: cycle scans are waste
+    try:
+        _parse_lines(lines, state)
+        result = state.result()
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    line_count = len(lines)
+    if partial:
+        state.issue(line_count + 1, "truncated: last line has no line feed (body cut mid-line)", partial)
+    if openmetrics and not state.eof_seen and text.strip():
+        state.issue(line_count + 1 + bool(partial), "truncated: OpenMetrics body has no '# EOF'", "")
+    if state.issue_count != result.issue_count:
+        result = replace(result, issues=tuple(state.issues), issue_count=state.issue_count)
+    return result
+
+
+def _decode(payload: str | bytes, content_type: str | None) -> str:
+    if isinstance(payload, bytes | bytearray | memoryview):
+        raw = bytes(payload)
+        if raw[:2] == b"\x1f\x8b":
+            raise ExpositionError("payload is gzip-compressed; decompress it before parsing")
+        if content_type and "protobuf" in content_type.lower():
+            raise ExpositionError(f"payload is protobuf ({content_type}), not exposition text")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ExpositionError(f"payload is not UTF-8 text: {exc}") from None
+    elif isinstance(payload, str):
+        text = payload
+    else:
+        raise ExpositionError(f"payload must be str or bytes, not {type(payload).__name__}")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text
+
+
+def _is_openmetrics(text: str, content_type: str | None) -> bool:
+    if content_type and "application/openmetrics-text" in content_type.lower():
+        return True
+    tail = text[-64:].rstrip()
+    return tail.endswith("# EOF") and (len(tail) == 5 or tail[-6] == "\n")
+
+
+# --------------------------------------------------------------------------- fast loop
+
+
+def _parse_lines(lines: list[str], state: _ParseState) -> None:
+    """Parse every line; well-formed sample lines never leave this loop (no call per line)."""
+    ts_scale = 1.0 if state.openmetrics else 0.001  # OpenMetrics timestamps are seconds, text ones ms
+    label_cache = _LABEL_CACHE
+    valid_names = _VALID_NAMES
+    general = _general_line
+    no_labels = _NO_LABELS
+    allowed = state.allowed
+    append = state.append
+    for line_no, line in enumerate(lines, 1):
+        if not line:
+            continue
+        if line[0] == "#":
+            general(line, line_no, state)
+            if state.eof_seen:
+                _after_eof(lines, line_no, state)
+                return
+            allowed, append = state.allowed, state.append
+            continue
+        brace = line.find("{")
+        if brace < 0:
+            parts = line.split()
+            if not 1 < len(parts) < 4:
+                general(line, line_no, state)  # reports it (or skips a blank line)
+                allowed, append = state.allowed, state.append
+                continue
+            name = parts[0]
+            value_text = parts[1]
+            ts_text = parts[2] if len(parts) == 3 else None
+            info = no_labels
+        else:
+            # The last `}` closes the label set unless an exemplar follows; then the label text
+            # holds an unquoted `}` and fails below, and the general path handles the line.
+            close = line.rfind("}")
+            parts = line[close + 1 :].split()
+            if close < brace or not 0 < len(parts) < 3:
+                general(line, line_no, state)
+                allowed, append = state.allowed, state.append
+                continue
+            name = line[:brace]
+            label_text = line[brace + 1 : close]
+            info = label_cache.get(label_text)  # type: ignore[assignment]
+            if info is None:
+                parsed = _label_info(label_text)
+                if isinstance(parsed, str):
+                    general(line, line_no, state)
+                    allowed, append = state.allowed, state.append
+                    continue
+                if len(label_cache) >= _CACHE_LIMIT:
+                    label_cache.clear()
+                info = label_cache[label_text] = parsed
+            value_text = parts[0]
+            ts_text = parts[1] if len(parts) == 2 else None
+        if name not in valid_names and not _remember_valid_name(name):
+            general(line, line_no, state)
+            allowed, append = state.allowed, state.append
+            continue
+        try:
+            value = float(value_text)
+            timestamp = None if ts_text is None else float(ts_text) * ts_scale
+        except ValueError:
+            timestamp = value = math.nan
+            value_text = "_"  # reported just below
+        if "_" in value_text or (ts_text is not None and ("_" in ts_text or not -math.inf < timestamp < math.inf)):  # type: ignore[operator]
+            general(line, line_no, state)  # float() accepted `1_000` or an inf/nan timestamp, or failed
+            allowed, append = state.allowed, state.append
+            continue
+        if name in allowed:
+            append((name, info, value, timestamp, line_no))
+        else:
+            state.add_sample((name, info, value, timestamp, line_no))
+            allowed, append = state.allowed, state.append
+
+
+def _after_eof(lines: list[str], eof_line_no: int, state: _ParseState) -> None:
+    for line_no in range(eof_line_no + 1, len(lines) + 1):
+        text = lines[line_no - 1]
+        if text.strip():
+            state.issue(line_no, "line after '# EOF'", text)
+
+
+def _remember_valid_name(name: str) -> bool:
+    if _NAME_RE.fullmatch(name) is None:
+        return False
+    if len(_VALID_NAMES) >= _CACHE_LIMIT:
+        _VALID_NAMES.clear()
+    _VALID_NAMES.add(name)
+    return True
+
+
+# --------------------------------------------------------------------------- general line path
+
+
+def _general_line(line: str, line_no: int, state: _ParseState) -> None:
+    """Any line the fast pattern did not take: comment, blank-padded, exemplar, or malformed."""
+    line = line.strip()
+    if not line:
+        return
+    if line[0] == "#":
+        if state.openmetrics and line == "# EOF":
+            state.eof_seen = True
+        else:
+            _comment(line, line_no, state)
+        return
+    parsed = _parse_sample_line(line, state.openmetrics)
+    if isinstance(parsed, str):
+        state.issue(line_no, parsed, line)
+        return
+    name, info, value, timestamp = parsed
+    state.add_sample((name, info, value, timestamp, line_no))
+
+
+def _parse_sample_line(line: str, openmetrics: bool) -> tuple[str, LabelInfo, float, float | None] | str:
+    """(name, label info, value, timestamp) of one sample line, or why it is malformed."""
+    match = _SAMPLE_RE.match(line)
+    assert match is not None  # the pattern matches any string
+    name, label_text, rest = match.groups()
+    if rest.lstrip().startswith("{"):
+        if re.sub(r"\\.", "", rest).count('"') % 2:
+            return "label value has no closing quote"
+        return "unterminated label set: no closing '}'"
+    if not name:
+        return "line without a metric name"
+    if _NAME_RE.fullmatch(name) is None:
+        return f"invalid metric name {name!r}"
+    info = _NO_LABELS
+    if label_text:
+        parsed = _LABEL_CACHE.get(label_text) or _label_info(label_text)
+        if isinstance(parsed, str):
+            return parsed
+        info = parsed
+    hash_at = rest.find("#")
+    if hash_at >= 0:
+        rest = rest[:hash_at]  # exemplar (` # {trace_id="..."} 1.0`): ignored
+    tokens = rest.split()
+    if not tokens:
+        return "missing value"
+    if len(tokens) > 2:
+        return "unexpected text after the timestamp"
+    value = _number(tokens[0])
+    if value is None:
+        return f"value is not a number: {tokens[0]!r}"
+    timestamp = None
+    if len(tokens) == 2:
+        timestamp = _number(tokens[1])
+        if timestamp is None or math.isnan(timestamp) or math.isinf(timestamp):
+            return f"timestamp is not a number: {tokens[1]!r}"
+        if not openmetrics:
+            timestamp *= 0.001
+    return name, info, value, timestamp
+
+
+def _number(text: str) -> float | None:
+    if "_" in text:  # float() accepts 1_000, the format does not
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _comment(line: str, line_no: int, state: _ParseState) -> None:
+    if "  " in line or "\t" in line or "\x0b" in line or "\x0c" in line:
+        parts = _COMMENT_SPLIT_RE.split(line, 3)
+    else:  # single spaces (what every client writes): the same split, five times faster
+        parts = line.split(" ", 3)
+    if parts[0] != "#" or len(parts) < 2:
+        return  # `#comment`: ignored
+    keyword = parts[1]
+    if keyword not in ("HELP", "TYPE", "UNIT"):
+        return  # free comment (e.g. `# scrape_time ...`)
+    if len(parts) < 3:
+        state.issue(line_no, f"# {keyword} without a metric name", line)
+        return
+    name = parts[2]
+    if name not in _VALID_NAMES and not _remember_valid_name(name):
+        state.issue(line_no, f"# {keyword} with an invalid metric name {name!r}", line)
+        return
+    arg = parts[3] if len(parts) > 3 else ""
+    current = state.current
+    occ = current if current is not None and current.name == name else None
+    if keyword == "HELP":
+        help_text = _unescape_help(arg, state.openmetrics)
+        if occ is not None:
+            occ.help = help_text
+        else:
+            state.start(name, None, help_text)
+    elif keyword == "TYPE":
+        type_ = arg.strip()
+        if type_ not in _TYPE_ALIASES or (state.openmetrics and type_ == "untyped"):
+            state.issue(line_no, f"unknown metric type {type_!r}", line)
+            type_ = "unknown"
+        state.set_type(occ if occ is not None else state.start(name, None), type_)
+    elif state.openmetrics:  # UNIT starts a family in OpenMetrics; the text parser ignores it
+        (occ if occ is not None else state.start(name, None)).unit = arg.strip()
+    elif occ is not None:
+        occ.unit = arg.strip()
+
+
+def _unescape_help(text: str, openmetrics: bool) -> str:
+    if "\\" not in text:
+        return text
+    pattern = _ESCAPE_RE if openmetrics else _TEXT_HELP_ESCAPE_RE
+    return pattern.sub(_unescape_match, text)
+
+
+def _unescape_match(match: re.Match[str]) -> str:
+    return _ESCAPES[match.group(0)]
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def _label_info(text: str) -> LabelInfo | str:
+    """`a="x",le="0.5"` -> (sorted labels, labels without le, 0.5), or a string saying what is wrong."""
+    if _STRICT_LABELS_RE.fullmatch(text) is not None:
+        pairs = _STRICT_PAIR_RE.findall(text)
+    else:
+        pairs = []
+        pos, end = 0, len(text)
+        while pos < end:
+            match = _LOOSE_PAIR_RE.match(text, pos)
+            if match is None:
+                if text[pos:].strip() in ("", ","):
+                    break
+                return _label_error(text[pos:])
+            pairs.append((match.group(1), match.group(2)))
+            pos = match.end()
+    if len(pairs) > 1 and len({name for name, _ in pairs}) != len(pairs):
+        return "duplicate label name"
+    if "\\" in text:
+        pairs = [(k, _ESCAPE_RE.sub(_unescape_match, v) if "\\" in v else v) for k, v in pairs]
+    labels: Labels = tuple(sorted(pairs))
+    if "le=" not in text and "le =" not in text:
+        return labels, None, None
+    group: Labels | None = None
+    bound: float | None = None
+    for index, (key, value) in enumerate(labels):
+        if key == "le":
+            without = labels[:index] + labels[index + 1 :]
+            if len(_GROUP_INTERN) >= _CACHE_LIMIT:
+                _GROUP_INTERN.clear()
+            group = _GROUP_INTERN.setdefault(without, without)
+            bound = _number(value.strip())
+            if bound is not None and math.isnan(bound):
+                bound = None
+            break
+    return labels, group, bound
+
+
+def _label_error(fragment: str) -> str:
+    """A precise reason for the first label that does not parse."""
+    stripped = fragment.strip().lstrip(",").strip()
+    name, eq, value = stripped.partition("=")
+    name = name.strip()
+    if stripped.startswith('"'):
+        return "quoted label names are not supported"
+    if not eq:
+        return f"label {name!r} has no '='"
+    if not name or _NAME_RE.fullmatch(name) is None:
+        return f"invalid label name {name!r}"
+    value = value.strip()
+    if not value.startswith('"'):
+        return f"label {name!r} value is not quoted"
+    if re.match(_QUOTED, value) is None:
+        return f"label {name!r} value has no closing quote"
+    return 'invalid label syntax (expected name="value" pairs separated by commas)'
+
+
+# --------------------------------------------------------------------------- families
+
+
+@dataclass(slots=True)
+class _Occurrence:
+    """One run of lines that prometheus_client would yield as one family object."""
+
+    name: str
+    type: str | None
+    help: str = ""
+    unit: str = ""
+    samples: list[RawSample] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _FamilyAcc:
+    """A family being built: occurrences with the same final name are merged into it."""
+
+    name: str
+    type: FamilyType
+    help: str
+    unit: str
+    series: dict[tuple[str, Labels], Sample] = field(default_factory=dict)
+    # histogram series: labels without le -> [[(bound, count), ...], sum, count]
+    groups: dict[Labels, _Group] = field(default_factory=dict)
+    regroup: bool = False  # a duplicate replaced a grouped sample: group again from `series`
+
+
+class _ParseState:
+    """Family state machine mirroring prometheus_client's, so family names match it exactly."""
+
+    def __init__(self, openmetrics: bool, lines: list[str]) -> None:
+        self.openmetrics = openmetrics
+        self.lines = lines
+        self.families: dict[str, _FamilyAcc] = {}
+        self.issues: list[ParseIssue] = []
+        self.issue_count = 0
+        self.eof_seen = False
+        self.current: _Occurrence | None = None
+        self.allowed: frozenset[str] = frozenset()
+        self.append: Callable[[RawSample], None] = _no_family
+
+    def issue(self, line_no: int, reason: str, text: str) -> None:
+        self.issue_count += 1
+        if len(self.issues) < MAX_STORED_ISSUES:
+            self.issues.append(ParseIssue(line_no, reason, text[:_MAX_ISSUE_TEXT]))
+
+    def line_text(self, line_no: int) -> str:
+        return self.lines[line_no - 1] if 0 < line_no <= len(self.lines) else ""
+
+    # ---- family boundaries
+
+    def start(self, name: str, type_: str | None, help_: str = "") -> _Occurrence:
+        self.finish()
+        occ = _Occurrence(name, type_, help_)
+        self.current = occ
+        self.allowed = frozenset((name,))
+        self.append = occ.samples.append
+        return occ
+
+    def set_type(self, occ: _Occurrence, type_: str) -> None:
+        occ.type = type_
+        key = (self.openmetrics, occ.name, type_)
+        allowed = _ALLOWED_CACHE.get(key)
+        if allowed is None:
+            table = _OM_SUFFIXES if self.openmetrics else _TEXT_SUFFIXES
+            allowed = frozenset([occ.name + suffix for suffix in table.get(type_, ("",))])
+            if len(_ALLOWED_CACHE) >= _CACHE_LIMIT:
+                _ALLOWED_CACHE.clear()
+            _ALLOWED_CACHE[key] = allowed
+        self.allowed = allowed
+
+    def add_sample(self, sample: RawSample) -> None:
+        if sample[0] in self.allowed:
+            self.append(sample)
+            return
+        # Not part of the current family: prometheus_client starts an untyped family for it.
+        occ = self.start(sample[0], "unknown" if self.openmetrics else None)
+        occ.samples.append(sample)
+        if not self.openmetrics:
+            self.finish()  # the text parser yields it alone and leaves the next line familyless
+
+    def finish(self) -> None:
+        occ = self.current
+        if occ is None:
+            return
+        self.current = None
+        self.allowed = frozenset()
+        self.append = _no_family
+        family_type = _TYPE_ALIASES.get(occ.type or "unknown", "unknown")
+        name = occ.name
+        samples = occ.samples
+        if family_type == "counter" and not self.openmetrics:
+            # prometheus_client's text parser names counter families without `_total` and gives
+            # samples of a counter declared without `_total` the `_total` suffix.
+            if name.endswith("_total"):
+                name = name[:-6]
+            else:
+                samples = [(s[0] + "_total", *s[1:]) for s in samples]
+        acc = self.families.get(name)
+        if acc is None:
+            acc = self.families[name] = _FamilyAcc(name, family_type, occ.help, occ.unit)
+        else:
+            if acc.type == "unknown":
+                acc.type = family_type
+            acc.help = acc.help or occ.help
+            acc.unit = acc.unit or occ.unit
+        if acc.type == "histogram" or acc.type == "gaugehistogram":
+            self._add_histogram_samples(acc, samples)
+        else:
+            self._add_samples(acc, samples)
+
+    def _add_samples(self, acc: _FamilyAcc, samples: list[RawSample]) -> None:
+        keep = acc.series.setdefault
+        new_sample = make_sample
+        for name, info, value, timestamp, line_no in samples:
+            sample = new_sample(name, info[0], value, timestamp)
+            if keep((name, info[0]), sample) is not sample:
+                self._duplicate(acc, sample, line_no)
+
+    def _add_histogram_samples(self, acc: _FamilyAcc, samples: list[RawSample]) -> None:
+        keep = acc.series.setdefault
+        groups = acc.groups
+        bucket_name = acc.name + "_bucket"
+        sum_names = (acc.name + "_sum", acc.name + "_gsum")
+        count_names = (acc.name + "_count", acc.name + "_gcount")
+        last_group: Labels | None = None
+        buckets: list[tuple[float, float]] = []
+        new_sample = make_sample
+        for name, info, value, timestamp, line_no in samples:
+            labels = info[0]
+            sample = new_sample(name, labels, value, timestamp)
+            if keep((name, labels), sample) is not sample:
+                self._duplicate(acc, sample, line_no)
+                acc.regroup = True
+            if name == bucket_name:
+                group = info[1]
+                if group is not last_group:  # a new series (buckets of one series are adjacent)
+                    if group is None or info[2] is None:
+                        self.issue(line_no, "histogram bucket without a numeric 'le' label", self.line_text(line_no))
+                        continue
+                    entry = groups.get(group)
+                    if entry is None:
+                        entry = groups[group] = [[], None, None]
+                    buckets = entry[0]
+                    last_group = group
+                if info[2] is None:
+                    self.issue(line_no, "histogram bucket without a numeric 'le' label", self.line_text(line_no))
+                    continue
+                buckets.append((info[2], value))
+            elif name in sum_names or name in count_names:
+                entry = groups.get(labels)
+                if entry is None:
+                    entry = groups[labels] = [[], None, None]
+                entry[1 if name in sum_names else 2] = value
+
+    def _duplicate(self, acc: _FamilyAcc, sample: Sample, line_no: int) -> None:
+        acc.series[(sample.name, sample.labels)] = sample  # the later line wins
+        reason = "duplicate series: an earlier line has the same name and labels (this later one is kept)"
+        self.issue(line_no, reason, self.line_text(line_no))
+
+    # ---- output
+
+    def result(self) -> Exposition:
+        self.finish()
+        families: dict[str, MetricFamily] = {}
+        for name, acc in self.families.items():
+            samples = tuple(acc.series.values())
+            histograms: tuple[Histogram, ...] = ()
+            if acc.type == "histogram" or acc.type == "gaugehistogram":
+                groups = _group_from_samples(name, samples) if acc.regroup else acc.groups
+                new_histogram = make_histogram
+                histograms = tuple(
+                    [
+                        new_histogram(name, labels, tuple(sorted(buckets)), sum_, count)
+                        for labels, (buckets, sum_, count) in groups.items()
+                    ]
+                )
+            families[name] = MetricFamily(name, acc.type, acc.help, acc.unit, samples, histograms)
+        return Exposition(
+            families=families,
+            issues=tuple(self.issues),
+            format="openmetrics" if self.openmetrics else "prometheus",
+            issue_count=self.issue_count,
+        )
+
+
+def _no_family(sample: RawSample) -> None:
+    raise AssertionError("sample appended with no current family")  # allowed is empty then
+
+
+def _group_from_samples(name: str, samples: Iterable[Sample]) -> dict[Labels, _Group]:
+    """Group histogram samples from scratch (only after duplicates replaced some)."""
+    groups: dict[Labels, _Group] = {}
+    for sample in samples:
+        if sample.name == name + "_bucket":
+            le = dict(sample.labels).get("le")
+            bound = _number(le.strip()) if le is not None else None
+            if bound is None or math.isnan(bound):
+                continue
+            key = tuple(pair for pair in sample.labels if pair[0] != "le")
+            groups.setdefault(key, [[], None, None])[0].append((bound, sample.value))
+        elif sample.name in (name + "_sum", name + "_gsum"):
+            groups.setdefault(sample.labels, [[], None, None])[1] = sample.value
+        elif sample.name in (name + "_count", name + "_gcount"):
+            groups.setdefault(sample.labels, [[], None, None])[2] = sample.value
+    return groups

@@ -1,0 +1,166 @@
+"""Inputs beside the scrapes: NIXL telemetry rings and engine logs, held for the window.
+
+Live (`run`), the ring folder and the log files are polled every tick; ring transfers from
+format v2+ carry no timestamp, so the reader stamps them with the poll time. Offline (`replay`),
+log lines are released by their own timestamps as the replay clock passes them; ring files are
+the end state of a run and v2+ events have no time, so untimed ring transfers cannot be placed
+on the replay clock and are left out (said once in the log; `phaselens nixl-telemetry` reads
+them whole).
+"""
+
+from __future__ import annotations
+
+import logging
+import time as _time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from phaselens.analyzers.nixl import analyze_nixl
+from phaselens.analyzers.window import TargetWindow
+from phaselens.logs import get_logger, log_event
+from phaselens.model import LogEvent, NixlRingError, NixlTransfer, Recommendation, Signal, Target
+from phaselens.parsers.logs import parse_lines
+from phaselens.settings import Settings
+from phaselens.sources.log_follow import FileFollower, read_lines
+from phaselens.sources.nixl_dir import NixlTelemetryDir
+from phaselens.sources.recording import split_role
+
+_log = get_logger("inputs")
+
+
+def _year(now: float) -> int:
+    return _time.gmtime(now).tm_year
+
+
+@dataclass
+class SideInputs:
+    """Recent ring transfers, ring errors and log events, trimmed to the analysis window."""
+
+    settings: Settings
+    replay: bool = False
+    transfers: deque[NixlTransfer] = field(default_factory=deque)
+    ring_errors: deque[NixlRingError] = field(default_factory=deque)
+    log_events: deque[LogEvent] = field(default_factory=deque)
+    _ring_dir: NixlTelemetryDir | None = None
+    _followers: list[FileFollower] = field(default_factory=list)
+    _pending_logs: list[LogEvent] | None = None
+    _reported: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.settings.nixl_telemetry_dir:
+            mode = "readonly" if self.replay else self.settings.nixl_ring_mode
+            self._ring_dir = NixlTelemetryDir(self.settings.nixl_telemetry_dir, mode=mode)
+        if not self.replay:
+            self._followers = [FileFollower(split_role(arg)[1]) for arg in self.settings.log_files]
+
+    def _once(self, event: str, **fields: object) -> None:
+        key = event + repr(sorted(fields.items()))
+        if key not in self._reported:
+            self._reported.add(key)
+            log_event(_log, event, logging.WARNING, **fields)
+
+    def poll(self, now: float) -> None:
+        self._poll_rings(now)
+        self._poll_logs(now)
+        horizon = now - max(self.settings.window_seconds, 1.0) * 2
+        for queue in (self.transfers, self.ring_errors, self.log_events):
+            while queue and (queue[0].time or now) < horizon:
+                queue.popleft()
+
+    def _poll_rings(self, now: float) -> None:
+        if self._ring_dir is None:
+            return
+        if self.replay and self._reported.intersection({"ring_read"}):
+            return
+        poll = self._ring_dir.poll(now)
+        for path, reason in poll.problems.items():
+            self._once("nixl_ring_unreadable", path=path, reason=reason)
+        if self.replay:
+            self._reported.add("ring_read")
+            untimed = sum(1 for t in poll.transfers if t.time is None)
+            if untimed:
+                self._once("nixl_ring_untimed_in_replay", transfers=untimed,
+                           note="v2+ rings carry no timestamps; use phaselens nixl-telemetry for them")
+            self.transfers.extend(sorted((t for t in poll.transfers if t.time is not None), key=lambda t: t.time or 0))
+            return
+        self.transfers.extend(poll.transfers)
+        self.ring_errors.extend(poll.errors)
+
+    def _poll_logs(self, now: float) -> None:
+        if self.replay:
+            if self._pending_logs is None:
+                events: list[LogEvent] = []
+                for path in (split_role(arg)[1] for arg in self.settings.log_files):
+                    try:
+                        events.extend(parse_lines(read_lines(path), year=_year(now), source=path).events)
+                    except OSError as exc:
+                        self._once("log_unreadable", path=path, reason=str(exc))
+                self._pending_logs = sorted((e for e in events if e.time is not None), key=lambda e: e.time or 0)
+                self._pending_logs.reverse()  # pop() from the end releases the oldest first
+            while self._pending_logs and (self._pending_logs[-1].time or 0) <= now:
+                self.log_events.append(self._pending_logs.pop())
+            return
+        for follower in self._followers:
+            lines = follower.poll()
+            if lines:
+                parsed = parse_lines(lines, year=_year(now), source=str(follower.path))
+                self.log_events.extend(
+                    e if e.time is not None else LogEvent(e.kind, now, e.fields, e.source) for e in parsed.events
+                )
+
+    def close(self) -> None:
+        if self._ring_dir is not None:
+            self._ring_dir.close()
+        for follower in self._followers:
+            follower.close()
+
+
+def _decode_side(fresh: Mapping[str, tuple[Target, TargetWindow]]) -> tuple[Target, TargetWindow] | None:
+    """The target whose engine pulls KV (the decode role), or the only engine target there is."""
+    engines = [(t, w) for t, w in fresh.values() if w.latest is not None and w.latest.engine_kind != "nixl"]
+    decode = [pair for pair in engines if pair[0].role == "decode"]
+    if decode:
+        return decode[0]
+    return engines[0] if len(engines) == 1 else None
+
+
+def _exporter_window(fresh: Mapping[str, tuple[Target, TargetWindow]]) -> TargetWindow | None:
+    for _, window in fresh.values():
+        if window.latest is not None and window.latest.engine_kind == "nixl":
+            return window
+    return None
+
+
+class NixlStage:
+    """Pipeline stage: KV-transfer signals from the best source there is (metrics, NIXL exporter,
+    rings, logs), attributed to the decode-side target."""
+
+    def __init__(self, settings: Settings, replay: bool = False) -> None:
+        self.inputs = SideInputs(settings, replay=replay)
+        self.settings = settings
+
+    def __call__(
+        self, now: float, fresh: Mapping[str, tuple[Target, TargetWindow]]
+    ) -> tuple[Sequence[Signal], Sequence[Recommendation]]:
+        self.inputs.poll(now)
+        side = _decode_side(fresh)
+        if side is None:
+            return [], []
+        target, window = side
+        groups = window.groups()
+        model, engine = groups[0] if groups else ("", "0")
+        base = {"target": target.name, "role": target.role, "model_name": model, "engine": engine}
+        return analyze_nixl(
+            window,
+            list(self.inputs.transfers),
+            list(self.inputs.log_events),
+            now,
+            self.settings,
+            base,
+            exporter_window=_exporter_window(fresh),
+            ring_errors=list(self.inputs.ring_errors),
+        )
+
+    def close(self) -> None:
+        self.inputs.close()

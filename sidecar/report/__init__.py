@@ -1,0 +1,1 @@
+"""`phaselens report`: a recording in, a page a person reads in a minute out."""

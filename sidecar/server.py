@@ -1,0 +1,231 @@
+"""The live sidecar: scrape loops, the tick loop and the HTTP endpoints, wired with cleanup_ctx.
+
+Endpoints: `/metrics` (our own registry, text 0.0.4 or OpenMetrics by Accept), `/healthz`
+(pipeline heartbeat age), `/readyz` (ready after the first good scrape), `/signals` (JSON for
+KEDA's metrics-api scaler; shape in `signals_document`). SIGTERM/SIGINT stop it gracefully
+within `settings.shutdown_timeout_seconds`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from phaselens.clock import Clock, SystemClock
+from phaselens.exporters.prometheus import CachedRenderer
+from phaselens.exporters.recommendations import RecommendationSink
+from phaselens.exporters.specs import SPECS_BY_NAME
+from phaselens.logs import get_logger, log_event
+from phaselens.model import TickResult
+from phaselens.assembly import build_pipeline
+from phaselens.pipeline import Pipeline
+from phaselens.settings import Settings
+from phaselens.sources.scraper import ScrapeLoop
+
+_log = get_logger("server")
+SIDECAR_KEY: web.AppKey[Sidecar] = web.AppKey("sidecar")
+
+
+def _nest(tree: dict[str, Any], keys: list[str], value: float) -> None:
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    last = keys[-1]
+    previous = node.get(last)
+    # Several (model_name, engine) groups of one target collide here: keep the largest,
+    # the conservative choice for scaling. Every series is also listed under "series".
+    node[last] = value if not isinstance(previous, float | int) else max(previous, value)
+
+
+def signals_document(tick: TickResult | None) -> dict[str, Any]:
+    """`{"ts", "signals": {name: {target: value | {extra label values...: value}}}, "series": [...]}`.
+
+    Path to a value: the signal name, then the `target` (or `role` for pool signals), then the
+    values of the signal's extra labels in spec order (quantile, slo, bound, ...). Examples, in
+    GJSON syntax as KEDA's `valueLocation` takes it:
+    `signals.phaselens_prefill_backlog_seconds.prefill`,
+    `signals.phaselens_ttft_seconds.aggregated.0\\.9` (dots inside a key are escaped).
+    A signal without labels (`phaselens_tick_duration_seconds`) is the value itself.
+    """
+    if tick is None:
+        return {"ts": None, "signals": {}, "series": []}
+    nested: dict[str, Any] = {}
+    series = []
+    for sig in tick.signals:
+        labels = dict(sig.labels)
+        series.append({"name": sig.name, "labels": labels, "value": sig.value})
+        spec = SPECS_BY_NAME[sig.name]
+        owner = labels.get("target") or labels.get("role")
+        keys = ([owner] if owner else []) + [labels.get(label, "") for label in spec.extra_labels]
+        if keys:
+            nested.setdefault(sig.name, {})
+            _nest(nested[sig.name], keys, sig.value)
+        else:
+            nested[sig.name] = sig.value
+    return {"ts": tick.time, "signals": nested, "series": series}
+
+
+class Sidecar:
+    """Owns the pipeline, the scrape loops, the tick loop and (optionally) the OTLP exporter."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        pipeline: Pipeline | None = None,
+        sink: RecommendationSink | None = None,
+        on_tick: Callable[[TickResult], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.pipeline = pipeline or build_pipeline(settings, self.clock)
+        self.sink = sink or RecommendationSink(settings.recommendation_min_interval_seconds)
+        self.renderer = CachedRenderer(lambda: self.pipeline.latest)
+        self.registry = self.renderer.registry
+        self.on_tick = on_tick
+        self.started_monotonic = self.clock.monotonic()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------ background work
+
+    def run_tick(self) -> TickResult:
+        result = self.pipeline.tick()
+        self.sink.emit(result.recommendations, result.time)
+        if self.on_tick is not None:
+            self.on_tick(result)
+        return result
+
+    async def _tick_loop(self) -> None:
+        interval = self.settings.interval_seconds
+        while True:
+            try:
+                self.run_tick()
+            except Exception:  # the pipeline guards its stages; this is the last line of defence
+                log_event(_log, "analyzer_failed", logging.ERROR, stage="tick", exc_info=True)
+            await asyncio.sleep(interval)
+
+    async def _background(self, app: web.Application) -> AsyncIterator[None]:
+        settings = self.settings
+        connector = aiohttp.TCPConnector(limit_per_host=2, enable_cleanup_closed=True)
+        session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        for target in settings.targets:
+            loop = ScrapeLoop(
+                target,
+                session,
+                self.clock,
+                self.pipeline.submit,
+                settings.interval_seconds,
+                settings.scrape_timeout_seconds,
+                settings.jitter_ratio,
+                settings.max_response_bytes,
+            )
+            self.tasks.append(asyncio.create_task(loop.run(), name=f"scrape:{target.name}"))
+        self.tasks.append(asyncio.create_task(self._tick_loop(), name="tick"))
+        try:
+            yield
+        finally:
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            self.tasks.clear()
+            await session.close()
+            await asyncio.to_thread(self.pipeline.close)
+
+    async def _otlp(self, app: web.Application) -> AsyncIterator[None]:
+        if not self.settings.otlp_enabled:
+            yield
+            return
+        from phaselens.exporters.otel import OtelExporter
+
+        exporter = OtelExporter(
+            lambda: self.pipeline.latest,
+            temporality=self.settings.otlp_temporality,
+            interval_seconds=self.settings.otlp_interval_seconds,
+        )
+        log_event(
+            _log,
+            "otlp_enabled",
+            temporality=self.settings.otlp_temporality,
+            interval_seconds=self.settings.otlp_interval_seconds,
+        )
+        try:
+            yield
+        finally:
+            await exporter.shutdown(self.settings.shutdown_timeout_seconds)
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def handle_metrics(self, request: web.Request) -> web.Response:
+        body, content_type = self.renderer.render(request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    def heartbeat_age(self) -> float:
+        last = self.pipeline.heartbeat_monotonic
+        return self.clock.monotonic() - (last if last is not None else self.started_monotonic)
+
+    async def handle_healthz(self, request: web.Request) -> web.Response:
+        age = self.heartbeat_age()
+        limit = max(5.0, 5 * self.settings.interval_seconds)
+        status = 200 if age <= limit else 503
+        return web.json_response(
+            {"status": "ok" if status == 200 else "stalled", "heartbeat_age_seconds": round(age, 3)},
+            status=status,
+        )
+
+    async def handle_readyz(self, request: web.Request) -> web.Response:
+        ready = self.pipeline.ever_scraped_ok
+        return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+    async def handle_signals(self, request: web.Request) -> web.Response:
+        return web.json_response(signals_document(self.pipeline.latest), dumps=json.dumps)
+
+    def build_app(self, background: bool = True) -> web.Application:
+        app = web.Application()
+        app[SIDECAR_KEY] = self
+        app.router.add_get("/metrics", self.handle_metrics)
+        app.router.add_get("/healthz", self.handle_healthz)
+        app.router.add_get("/readyz", self.handle_readyz)
+        app.router.add_get("/signals", self.handle_signals)
+        if background:
+            app.cleanup_ctx.append(self._background)
+        app.cleanup_ctx.append(self._otlp)
+        return app
+
+
+async def serve(
+    app: web.Application, host: str, port: int, shutdown_timeout: float, stop: asyncio.Event | None = None
+) -> None:
+    """Serve until SIGTERM/SIGINT (or `stop` is set), then shut down within `shutdown_timeout`."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        addresses = [f"{a[0]}:{a[1]}" for a in runner.addresses if isinstance(a, tuple)]
+        log_event(_log, "server_started", listen=addresses)
+        await stop.wait()
+        log_event(_log, "shutdown", reason="signal")
+    finally:
+        try:
+            await asyncio.wait_for(runner.cleanup(), timeout=shutdown_timeout)
+        except TimeoutError:
+            log_event(_log, "shutdown", logging.WARNING, reason="timeout", timeout_seconds=shutdown_timeout)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,159 @@
+"""Scraping engine `/metrics` endpoints over HTTP (the only network I/O on the input side).
+
+Each target is scraped by its own task (`ScrapeLoop`), so a slow or dead target never stalls
+another. One shared `aiohttp.ClientSession`; per-scrape timeout; gzip; the body is capped so a
+runaway endpoint cannot exhaust memory; failures back off exponentially. The loop hands each
+result to a callback (the pipeline's inbox) and never parses: parsing is the pipeline's stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+from phaselens.clock import Clock
+from phaselens.logs import get_logger, log_event
+from phaselens.model import Target
+
+# Prometheus text 0.0.4 first (every engine speaks it); OpenMetrics is parsed if that is what comes back.
+ACCEPT = "text/plain;version=0.0.4;q=1.0,application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1"
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+USER_AGENT = "phaselens"
+_log = get_logger("scraper")
+
+
+class ScrapeError(Exception):
+    """A scrape that produced no usable body; the message is short and safe to log."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapeResult:
+    """One scrape attempt of one target."""
+
+    target: str
+    time: float  # wall time when the body was received (or the attempt failed)
+    duration_seconds: float | None  # None for recorded scrapes (not measured)
+    payload: bytes | None = None
+    content_type: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.payload is not None
+
+
+async def fetch_metrics(
+    session: aiohttp.ClientSession, url: str, timeout_seconds: float, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[bytes, str | None]:
+    """GET one metrics endpoint: the (decompressed) body and its Content-Type, or ScrapeError."""
+    timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+    headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": USER_AGENT}
+    try:
+        async with session.get(url, timeout=timeout, headers=headers) as response:
+            if response.status != 200:
+                raise ScrapeError(f"HTTP {response.status}")
+            if response.content_length is not None and response.content_length > max_bytes:
+                raise ScrapeError(f"body of {response.content_length} bytes exceeds the {max_bytes} byte cap")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise ScrapeError(f"body exceeds the {max_bytes} byte cap")
+                chunks.append(chunk)
+            return b"".join(chunks), response.headers.get("Content-Type")
+    except TimeoutError:
+        raise ScrapeError(f"timed out after {timeout_seconds:g} s") from None
+    except aiohttp.ClientError as exc:
+        raise ScrapeError(f"{type(exc).__name__}: {exc}") from None
+
+
+class Backoff:
+    """Exponential backoff with full jitter: base interval on success, doubling up to `cap` on failure."""
+
+    def __init__(self, base: float, cap: float, rng: random.Random | None = None) -> None:
+        self.base = base
+        self.cap = max(cap, base)
+        self.failures = 0
+        self._rng = rng or random.Random()
+
+    def succeeded(self) -> None:
+        self.failures = 0
+
+    def failed(self) -> None:
+        self.failures += 1
+
+    def delay(self, jitter_ratio: float) -> float:
+        if self.failures == 0:
+            spread = self.base * jitter_ratio
+            return max(0.0, self.base + self._rng.uniform(-spread, spread))
+        ceiling = min(self.cap, self.base * (2 ** min(self.failures, 16)))
+        return self._rng.uniform(self.base, ceiling)
+
+
+class ScrapeLoop:
+    """Scrapes one target forever; every result goes to `deliver` (success or failure)."""
+
+    def __init__(
+        self,
+        target: Target,
+        session: aiohttp.ClientSession,
+        clock: Clock,
+        deliver: Callable[[ScrapeResult], None],
+        interval_seconds: float,
+        timeout_seconds: float,
+        jitter_ratio: float = 0.1,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        backoff_cap_seconds: float = 30.0,
+    ) -> None:
+        self.target = target
+        self._session = session
+        self._clock = clock
+        self._deliver = deliver
+        self._interval = interval_seconds
+        self._timeout = timeout_seconds
+        self._jitter = jitter_ratio
+        self._max_bytes = max_bytes
+        self.backoff = Backoff(interval_seconds, max(backoff_cap_seconds, interval_seconds))
+
+    async def scrape_once(self) -> ScrapeResult:
+        start = self._clock.monotonic()
+        try:
+            payload, content_type = await fetch_metrics(self._session, self.target.url, self._timeout, self._max_bytes)
+        except ScrapeError as exc:
+            duration = self._clock.monotonic() - start
+            return ScrapeResult(self.target.name, self._clock.wall(), duration, error=str(exc))
+        duration = self._clock.monotonic() - start
+        return ScrapeResult(self.target.name, self._clock.wall(), duration, payload, content_type)
+
+    async def run(self) -> None:
+        while True:
+            result = await self.scrape_once()
+            if result.ok:
+                if self.backoff.failures:
+                    log_event(
+                        _log,
+                        "target_recovered",
+                        target=self.target.name,
+                        after_failures=self.backoff.failures,
+                    )
+                self.backoff.succeeded()
+            else:
+                self.backoff.failed()
+                # One warning when a target goes down, then debug: a dead engine must not flood the log.
+                level = logging.WARNING if self.backoff.failures == 1 else logging.DEBUG
+                log_event(
+                    _log,
+                    "scrape_failed",
+                    level,
+                    target=self.target.name,
+                    url=self.target.url,
+                    err=result.error,
+                    failures=self.backoff.failures,
+                )
+            self._deliver(result)
+            await asyncio.sleep(self.backoff.delay(self._jitter))

@@ -1,0 +1,120 @@
+"""Unit tests of the end-to-end load client's bookkeeping (e2e/loadgen.py, e2e/corpus.py).
+
+The streamed-response parsing is exercised against the bytes a real vLLM 0.32 server sent
+(captured below from the e2e engine); the live run itself is `make e2e`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from aiohttp import web
+
+E2E = Path(__file__).resolve().parent.parent / "e2e"
+
+
+def _load(name: str) -> ModuleType:
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, E2E / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+corpus = _load("corpus")
+loadgen = _load("loadgen")
+
+# A real `/v1/completions` stream from vLLM 0.32 (CPU) serving the e2e tiny model: prompt "the
+# quick brown fox", max_tokens 4, ignore_eos, return_token_ids, include_usage. The random model's
+# first token is an incomplete UTF-8 byte, so the first chunk carries two token ids: chunks are not
+# tokens, which is why the client takes the output length from the usage block.
+REAL_STREAM = (E2E / "testdata" / "vllm-0.32-stream.txt").read_bytes() if (E2E / "testdata").exists() else b""
+
+
+def test_phase_parse_roundtrip_and_errors() -> None:
+    p = loadgen.Phase.parse("overload:35:32:120-260:150-300")
+    assert (p.name, p.seconds, p.concurrency, p.prompt_words, p.output_tokens, p.shared_prefix) == (
+        "overload", 35.0, 32, (120, 260), (150, 300), False,
+    )  # fmt: skip
+    assert loadgen.Phase.parse("prefix:25:4:10-40:16:prefix").output_tokens == (16, 16)
+    assert loadgen.Phase.parse("prefix:25:4:10-40:16:prefix").shared_prefix
+    for bad in ("x:1:2:3", "x:1:2:5-3:1-2", "x:1:2:1-2:1-2:shared", "x:-1:2:1-2:1-2"):
+        with pytest.raises(ValueError):
+            loadgen.Phase.parse(bad)
+
+
+def test_finish_timing_follows_vllm_benchmark_definitions() -> None:
+    rec = loadgen.RequestRecord(start=100.0, end=101.0, output_tokens=11)
+    loadgen.finish_timing(rec, 100.2, [100.2, 100.3, 100.35, 101.0])
+    assert rec.ttft == pytest.approx(0.2)
+    assert rec.tpot == pytest.approx(0.8 / 10)  # (end - first token) / (output tokens - 1)
+    assert rec.itl_max == pytest.approx(0.65)
+    one = loadgen.RequestRecord(start=5.0, end=5.1, output_tokens=1)
+    loadgen.finish_timing(one, 5.1, [5.1])
+    assert one.tpot is None and one.itl_max is None
+
+
+def test_prompts_use_only_training_words() -> None:
+    rng = random.Random(3)
+    vocab = set(corpus.WORDS)
+    for n in (0, 1, 17, 200):
+        words = corpus.random_prompt(rng, n).split()
+        assert len(words) == n
+        assert set(words) <= vocab
+    with_prefix = corpus.random_prompt(rng, 10, corpus.SHARED_PREFIX)
+    assert with_prefix.startswith(corpus.SHARED_PREFIX)
+    with pytest.raises(ValueError):
+        corpus.random_prompt(rng, -1)
+
+
+@pytest.mark.skipif(not REAL_STREAM, reason="captured stream missing")
+async def test_stream_parsing_on_a_real_vllm_stream(aiohttp_client) -> None:  # type: ignore[no-untyped-def]
+    seen: list[dict[str, object]] = []
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        seen.append(await request.json())
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        # split at odd places: the parser must reassemble events across reads
+        for i in range(0, len(REAL_STREAM), 37):
+            await resp.write(REAL_STREAM[i : i + 37])
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/completions", completions)
+    client = await aiohttp_client(app)
+    rec = loadgen.RequestRecord(id="t")
+    base = str(client.make_url("")).rstrip("/")
+    out = await loadgen.one_request(client.session, base, "the quick brown fox", 4, rec)
+    assert out.outcome == "ok"
+    body = seen[0]
+    assert body["stream"] is True and body["ignore_eos"] is True and body["return_token_ids"] is True
+    events = [json.loads(line[5:]) for line in REAL_STREAM.decode().split("\n") if line.startswith("data: {")]
+    usage = next(e["usage"] for e in events if e.get("usage"))
+    assert out.output_tokens == usage["completion_tokens"] == 4
+    assert out.prompt_tokens == usage["prompt_tokens"]
+    assert out.ttft is not None and out.ttft >= 0
+    assert out.tpot is not None and out.tpot >= 0
+
+
+async def test_http_error_is_recorded_not_raised(aiohttp_client) -> None:  # type: ignore[no-untyped-def]
+    async def fail(_request: web.Request) -> web.Response:
+        return web.json_response({"error": "max-model-len exceeded"}, status=400)
+
+    app = web.Application()
+    app.router.add_post("/v1/completions", fail)
+    client = await aiohttp_client(app)
+    rec = loadgen.RequestRecord(id="e")
+    out = await loadgen.one_request(client.session, str(client.make_url("")).rstrip("/"), "x", 4, rec)
+    assert out.outcome.startswith("error: RuntimeError: HTTP 400")
+    assert out.ttft is None and out.end >= out.start
