@@ -60,6 +60,7 @@ _ESCAPES = {"\\\\": "\\", "\\n": "\n", '\\"': '"'}
 _SAMPLE_RE = re.compile(r'([^\s{]*)\s*(?:\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\})?(.*)', re.S)
 # prometheus_client splits comment lines on ASCII blanks only (a help text may start with U+00A0).
 _COMMENT_SPLIT_RE = re.compile(r"[ \t\r\n\f\v]+")
+_WHITESPACE = " \t\r\n\f\v"
 
 _TYPE_ALIASES: dict[str, FamilyType] = {
     "counter": "counter",
@@ -100,6 +101,9 @@ RawSample = tuple[str, LabelInfo, float, float | None, int]
 _LABEL_CACHE: dict[str, LabelInfo] = {}
 _VALID_NAMES: set[str] = set()
 _ALLOWED_CACHE: dict[tuple[bool, str, str], frozenset[str]] = {}
+# comment line -> (keyword, name, argument); per format, as help unescaping differs
+_TEXT_COMMENT_CACHE: dict[str, tuple[str, str, str]] = {}
+_OM_COMMENT_CACHE: dict[str, tuple[str, str, str]] = {}
 _GROUP_INTERN: dict[Labels, Labels] = {}
 
 
@@ -123,9 +127,28 @@ _SAMPLE_SETTERS = _slot_setters(Sample, ("name", "labels", "value", "timestamp")
 _HISTOGRAM_SETTERS = _slot_setters(Histogram, ("name", "labels", "buckets", "sum", "count"))
 
 
-def _new_sample(name: str, labels: Labels, value: float, timestamp: float | None) -> Sample:
-    sample = object.__new__(Sample)
-    set_name, set_labels, set_value, set_timestamp = _SAMPLE_SETTERS  # type: ignore[misc]
+_FAMILY_SETTERS = _slot_setters(MetricFamily, ("name", "type", "help", "unit", "samples", "histograms"))
+
+
+def _unused_setter(obj: Any, value: Any) -> None:
+    raise AssertionError("fast constructor used without its slot setters")
+
+
+def _setters(found: tuple[Callable[[Any, Any], None], ...] | None, count: int) -> tuple[Callable[..., None], ...]:
+    return found if found is not None else (_unused_setter,) * count
+
+
+# Setters are bound as default arguments: a local read per field instead of a global lookup.
+def _new_sample(
+    name: str,
+    labels: Labels,
+    value: float,
+    timestamp: float | None,
+    _new: Callable[[type], Any] = object.__new__,
+    _setters: tuple[Callable[..., None], ...] = _setters(_SAMPLE_SETTERS, 4),
+) -> Sample:
+    sample = _new(Sample)
+    set_name, set_labels, set_value, set_timestamp = _setters
     set_name(sample, name)
     set_labels(sample, labels)
     set_value(sample, value)
@@ -134,10 +157,16 @@ def _new_sample(name: str, labels: Labels, value: float, timestamp: float | None
 
 
 def _new_histogram(
-    name: str, labels: Labels, buckets: tuple[tuple[float, float], ...], sum_: float | None, count: float | None
+    name: str,
+    labels: Labels,
+    buckets: tuple[tuple[float, float], ...],
+    sum_: float | None,
+    count: float | None,
+    _new: Callable[[type], Any] = object.__new__,
+    _setters: tuple[Callable[..., None], ...] = _setters(_HISTOGRAM_SETTERS, 5),
 ) -> Histogram:
-    histogram = object.__new__(Histogram)
-    set_name, set_labels, set_buckets, set_sum, set_count = _HISTOGRAM_SETTERS  # type: ignore[misc]
+    histogram = _new(Histogram)
+    set_name, set_labels, set_buckets, set_sum, set_count = _setters
     set_name(histogram, name)
     set_labels(histogram, labels)
     set_buckets(histogram, buckets)
@@ -146,10 +175,32 @@ def _new_histogram(
     return histogram
 
 
+def _new_family(
+    name: str,
+    type_: FamilyType,
+    help_: str,
+    unit: str,
+    samples: tuple[Sample, ...],
+    histograms: tuple[Histogram, ...],
+    _new: Callable[[type], Any] = object.__new__,
+    _setters: tuple[Callable[..., None], ...] = _setters(_FAMILY_SETTERS, 6),
+) -> MetricFamily:
+    family = _new(MetricFamily)
+    set_name, set_type, set_help, set_unit, set_samples, set_histograms = _setters
+    set_name(family, name)
+    set_type(family, type_)
+    set_help(family, help_)
+    set_unit(family, unit)
+    set_samples(family, samples)
+    set_histograms(family, histograms)
+    return family
+
+
 make_sample: Callable[[str, Labels, float, float | None], Sample] = (
     _new_sample if _SAMPLE_SETTERS is not None else Sample
 )
 make_histogram: Callable[..., Histogram] = _new_histogram if _HISTOGRAM_SETTERS is not None else Histogram
+make_family: Callable[..., MetricFamily] = _new_family if _FAMILY_SETTERS is not None else MetricFamily
 
 
 # --------------------------------------------------------------------------- public entry point
@@ -224,7 +275,8 @@ def _is_openmetrics(text: str, content_type: str | None) -> bool:
 
 def _parse_lines(lines: list[str], state: _ParseState) -> None:
     """Parse every line; well-formed sample lines never leave this loop (no call per line)."""
-    ts_scale = 1.0 if state.openmetrics else 0.001  # OpenMetrics timestamps are seconds, text ones ms
+    openmetrics = state.openmetrics
+    ts_scale = 1.0 if openmetrics else 0.001  # OpenMetrics timestamps are seconds, text ones ms
     label_cache = _LABEL_CACHE
     valid_names = _VALID_NAMES
     general = _general_line
@@ -235,10 +287,11 @@ def _parse_lines(lines: list[str], state: _ParseState) -> None:
         if not line:
             continue
         if line[0] == "#":
-            general(line, line_no, state)
-            if state.eof_seen:
+            if openmetrics and line.rstrip() == "# EOF":
+                state.eof_seen = True
                 _after_eof(lines, line_no, state)
                 return
+            _comment(line, line_no, state)
             allowed, append = state.allowed, state.append
             continue
         brace = line.find("{")
@@ -384,41 +437,63 @@ def _number(text: str) -> float | None:
 
 
 def _comment(line: str, line_no: int, state: _ParseState) -> None:
-    if "  " in line or "\t" in line or "\x0b" in line or "\x0c" in line:
-        parts = _COMMENT_SPLIT_RE.split(line, 3)
-    else:  # single spaces (what every client writes): the same split, five times faster
-        parts = line.split(" ", 3)
-    if parts[0] != "#" or len(parts) < 2:
-        return  # `#comment`: ignored
-    keyword = parts[1]
-    if keyword not in ("HELP", "TYPE", "UNIT"):
-        return  # free comment (e.g. `# scrape_time ...`)
-    if len(parts) < 3:
-        state.issue(line_no, f"# {keyword} without a metric name", line)
-        return
-    name = parts[2]
-    if name not in _VALID_NAMES and not _remember_valid_name(name):
-        state.issue(line_no, f"# {keyword} with an invalid metric name {name!r}", line)
-        return
-    arg = parts[3] if len(parts) > 3 else ""
+    """A line starting with `#`: HELP, TYPE and UNIT drive the family state machine."""
+    cache = _OM_COMMENT_CACHE if state.openmetrics else _TEXT_COMMENT_CACHE
+    meta = cache.get(line)
+    if meta is None:
+        parsed = _parse_comment(line, state.openmetrics)
+        if parsed is None:
+            return  # a free comment (e.g. `# scrape_time ...`): not cached, it changes every scrape
+        found, problem = parsed
+        if problem:
+            state.issue(line_no, problem, line)
+        if found is None:
+            return
+        if not problem:
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[line] = found
+        meta = found
+    keyword, name, arg = meta
     current = state.current
     occ = current if current is not None and current.name == name else None
     if keyword == "HELP":
-        help_text = _unescape_help(arg, state.openmetrics)
         if occ is not None:
-            occ.help = help_text
+            occ.help = arg
         else:
-            state.start(name, None, help_text)
+            state.start(name, None, arg)
     elif keyword == "TYPE":
-        type_ = arg.strip()
-        if type_ not in _TYPE_ALIASES or (state.openmetrics and type_ == "untyped"):
-            state.issue(line_no, f"unknown metric type {type_!r}", line)
-            type_ = "unknown"
-        state.set_type(occ if occ is not None else state.start(name, None), type_)
+        state.set_type(occ if occ is not None else state.start(name, None), arg)
     elif state.openmetrics:  # UNIT starts a family in OpenMetrics; the text parser ignores it
-        (occ if occ is not None else state.start(name, None)).unit = arg.strip()
+        (occ if occ is not None else state.start(name, None)).unit = arg
     elif occ is not None:
-        occ.unit = arg.strip()
+        occ.unit = arg
+
+
+def _parse_comment(line: str, openmetrics: bool) -> tuple[tuple[str, str, str] | None, str] | None:
+    """((keyword, metric name, help / type / unit), problem) for HELP/TYPE/UNIT; None otherwise.
+
+    A TYPE naming an unknown type comes back as type "unknown" with the problem set."""
+    stripped = line.strip()
+    if "  " in stripped or "\t" in stripped or "\x0b" in stripped or "\x0c" in stripped:
+        parts = _COMMENT_SPLIT_RE.split(stripped, 3)
+    else:  # single spaces (what every client writes): the same split, five times faster
+        parts = stripped.split(" ", 3)
+    if parts[0] != "#" or len(parts) < 2 or parts[1] not in ("HELP", "TYPE", "UNIT"):
+        return None
+    keyword = parts[1]
+    if len(parts) < 3:
+        return None, f"# {keyword} without a metric name"
+    name = parts[2]
+    if name not in _VALID_NAMES and not _remember_valid_name(name):
+        return None, f"# {keyword} with an invalid metric name {name!r}"
+    arg = parts[3] if len(parts) > 3 else ""
+    if keyword == "HELP":
+        return (keyword, name, _unescape_help(arg, openmetrics)), ""
+    arg = arg.strip()
+    if keyword == "TYPE" and (arg not in _TYPE_ALIASES or (openmetrics and arg == "untyped")):
+        return (keyword, name, "unknown"), f"unknown metric type {arg!r}"
+    return (keyword, name, arg), ""
 
 
 def _unescape_help(text: str, openmetrics: bool) -> str:
@@ -669,7 +744,7 @@ class _ParseState:
                         for labels, (buckets, sum_, count) in groups.items()
                     ]
                 )
-            families[name] = MetricFamily(name, acc.type, acc.help, acc.unit, samples, histograms)
+            families[name] = make_family(name, acc.type, acc.help, acc.unit, samples, histograms)
         return Exposition(
             families=families,
             issues=tuple(self.issues),

@@ -10,6 +10,15 @@ import pandas as pd
 from phaselens.model import Recommendation, TickResult
 
 LABEL_COLUMNS = ("target", "role", "model_name", "engine")
+SELF_SIGNALS = frozenset(
+    {
+        "phaselens_target_up",
+        "phaselens_scrape_duration_seconds",
+        "phaselens_parse_errors_total",
+        "phaselens_signal_age_seconds",
+        "phaselens_tick_duration_seconds",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -23,11 +32,15 @@ class RunData:
     end: float
     preemptions: Mapping[str, pd.Series] = field(default_factory=dict)  # target -> cumulative count
 
+    tick_times: tuple[float, ...] = ()  # seconds from the start, one per tick
+
     @property
     def targets(self) -> list[tuple[str, str]]:
+        """Targets with engine data (self-metrics alone, e.g. an engine never up, do not count)."""
         frame = self.signals
         if frame.empty:
             return []
+        frame = frame[~frame["name"].isin(SELF_SIGNALS)]
         pairs = frame[["target", "role"]].drop_duplicates()
         pairs = pairs[(pairs["target"] != "") & (pairs["target"] != "pool")]
         return sorted((str(t), str(r)) for t, r in pairs.itertuples(index=False))
@@ -65,7 +78,14 @@ def build_run(name: str, ticks: Iterable[TickResult]) -> RunData:
     start = min(times)
     frame = pd.DataFrame(rows, columns=["ts", "name", *LABEL_COLUMNS, "extra", "value"])
     frame["t"] = frame["ts"] - start
-    return RunData(name=name, signals=frame, recommendations=tuple(recs), start=start, end=max(times))
+    return RunData(
+        name=name,
+        signals=frame,
+        recommendations=tuple(recs),
+        start=start,
+        end=max(times),
+        tick_times=tuple(t - start for t in times),
+    )
 
 
 def extra_matches(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:

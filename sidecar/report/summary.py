@@ -213,6 +213,14 @@ def _target_summary(run: RunData, target: str, role: str) -> TargetSummary:
     hit = run.series("phaselens_kv_prefix_cache_hit_ratio", target)
     if not hit.empty and not any(e.kind == "prefix_reuse" for e in episodes):
         sentences.append(f"Prefix-cache reuse stayed low: hit ratio peaked at {_pct(float(hit.max()))}.")
+    up = run.series("phaselens_target_up", target)
+    if not up.empty:
+        times = list(up.index)
+        for a, b in stretches(times, [v < 0.5 for v in up], merge_gap=1.5, min_seconds=0.0):
+            sentences.append(
+                f"The engine did not answer (or answered garbage) from {clock(run, times[a])} to "
+                f"{clock(run, times[b])}: no signals are shown for that time."
+            )
     idle = sum(e.seconds for e in episodes if e.kind == "idle")
     if idle:
         sentences.append(f"Idle for {idle:.0f} s in all.")
@@ -294,12 +302,29 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+def gap_sentences(run: RunData) -> list[str]:
+    """Holes in the recording itself (no scrapes at all), so nobody reads a flat line as data."""
+    times = list(run.tick_times)
+    if len(times) < 3:
+        return []
+    steps = sorted(b - a for a, b in zip(times, times[1:], strict=False))
+    usual = steps[len(steps) // 2]
+    out = []
+    for a, b in zip(times, times[1:], strict=False):
+        if usual > 0 and b - a > max(3 * usual, usual + 2.0):
+            out.append(
+                f"The recording has a gap of {b - a:.0f} s with no scrapes, from {clock(run, a)} to "
+                f"{clock(run, b)}: windows after it mix data from both sides."
+            )
+    return out
+
+
 def summarize(run: RunData) -> RunSummary:
     targets = tuple(_target_summary(run, target, role) for target, role in run.targets)
     return RunSummary(
         run=run,
         targets=targets,
-        pool_sentences=tuple(_pool_sentences(run)),
+        pool_sentences=tuple(gap_sentences(run) + _pool_sentences(run)),
         nixl_sentences=tuple(_nixl_sentences(run)),
         recommendation_rows=tuple(_recommendation_rows(run)),
     )
