@@ -23,7 +23,7 @@ import gc
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from types import MemberDescriptorType
 from typing import Any
 
@@ -281,8 +281,12 @@ def _parse_lines(lines: list[str], state: _ParseState) -> None:
     valid_names = _VALID_NAMES
     general = _general_line
     no_labels = _NO_LABELS
-    allowed = state.allowed
-    append = state.append
+    new = object.__new__
+    set_name, set_labels, set_value, set_timestamp = _setters(_SAMPLE_SETTERS, 4)
+    inline_samples = _SAMPLE_SETTERS is not None
+    allowed, keep, bucket_name, sum_count_names = state.fast_context()
+    last_group: Labels | None = None
+    bucket_append: Callable[[tuple[float, float]], None] = _no_bucket
     for line_no, line in enumerate(lines, 1):
         if not line:
             continue
@@ -292,14 +296,16 @@ def _parse_lines(lines: list[str], state: _ParseState) -> None:
                 _after_eof(lines, line_no, state)
                 return
             _comment(line, line_no, state)
-            allowed, append = state.allowed, state.append
+            allowed, keep, bucket_name, sum_count_names = state.fast_context()
+            last_group = None
             continue
         brace = line.find("{")
         if brace < 0:
             parts = line.split()
             if not 1 < len(parts) < 4:
                 general(line, line_no, state)  # reports it (or skips a blank line)
-                allowed, append = state.allowed, state.append
+                allowed, keep, bucket_name, sum_count_names = state.fast_context()
+                last_group = None
                 continue
             name = parts[0]
             value_text = parts[1]
@@ -312,7 +318,8 @@ def _parse_lines(lines: list[str], state: _ParseState) -> None:
             parts = line[close + 1 :].split()
             if close < brace or not 0 < len(parts) < 3:
                 general(line, line_no, state)
-                allowed, append = state.allowed, state.append
+                allowed, keep, bucket_name, sum_count_names = state.fast_context()
+                last_group = None
                 continue
             name = line[:brace]
             label_text = line[brace + 1 : close]
@@ -321,7 +328,8 @@ def _parse_lines(lines: list[str], state: _ParseState) -> None:
                 parsed = _label_info(label_text)
                 if isinstance(parsed, str):
                     general(line, line_no, state)
-                    allowed, append = state.allowed, state.append
+                    allowed, keep, bucket_name, sum_count_names = state.fast_context()
+                    last_group = None
                     continue
                 if len(label_cache) >= _CACHE_LIMIT:
                     label_cache.clear()
@@ -330,7 +338,8 @@ def _parse_lines(lines: list[str], state: _ParseState) -> None:
             ts_text = parts[1] if len(parts) == 2 else None
         if name not in valid_names and not _remember_valid_name(name):
             general(line, line_no, state)
-            allowed, append = state.allowed, state.append
+            allowed, keep, bucket_name, sum_count_names = state.fast_context()
+            last_group = None
             continue
         try:
             value = float(value_text)
@@ -340,13 +349,38 @@ def _parse_lines(lines: list[str], state: _ParseState) -> None:
             value_text = "_"  # reported just below
         if "_" in value_text or (ts_text is not None and ("_" in ts_text or not -math.inf < timestamp < math.inf)):  # type: ignore[operator]
             general(line, line_no, state)  # float() accepted `1_000` or an inf/nan timestamp, or failed
-            allowed, append = state.allowed, state.append
+            allowed, keep, bucket_name, sum_count_names = state.fast_context()
+            last_group = None
             continue
-        if name in allowed:
-            append((name, info, value, timestamp, line_no))
+        if name not in allowed:
+            state.add_sample(name, info, value, timestamp, line_no)
+            allowed, keep, bucket_name, sum_count_names = state.fast_context()
+            last_group = None
+            continue
+        # The same steps as _ParseState.add_sample, inlined: this runs once per sample.
+        labels = info[0]
+        if inline_samples:
+            sample = new(Sample)
+            set_name(sample, name)
+            set_labels(sample, labels)
+            set_value(sample, value)
+            set_timestamp(sample, timestamp)
         else:
-            state.add_sample((name, info, value, timestamp, line_no))
-            allowed, append = state.allowed, state.append
+            sample = Sample(name, labels, value, timestamp)
+        if keep((name, labels), sample) is not sample:
+            state.duplicate(sample, line_no)
+        if name == bucket_name:
+            bound = info[2]
+            if bound is None:
+                state.issue(line_no, _BAD_LE, line)
+            elif info[1] is last_group:  # the next bucket of the same series
+                bucket_append((bound, value))
+            else:
+                last_group = info[1]
+                bucket_append = state.buckets_of(last_group).append
+                bucket_append((bound, value))
+        elif name in sum_count_names:
+            state.set_sum_or_count(name, labels, value)
 
 
 def _after_eof(lines: list[str], eof_line_no: int, state: _ParseState) -> None:
@@ -384,7 +418,7 @@ def _general_line(line: str, line_no: int, state: _ParseState) -> None:
         state.issue(line_no, parsed, line)
         return
     name, info, value, timestamp = parsed
-    state.add_sample((name, info, value, timestamp, line_no))
+    state.add_sample(name, info, value, timestamp, line_no)
 
 
 def _parse_sample_line(line: str, openmetrics: bool) -> tuple[str, LabelInfo, float, float | None] | str:
@@ -569,15 +603,28 @@ def _label_error(fragment: str) -> str:
 # --------------------------------------------------------------------------- families
 
 
-@dataclass(slots=True)
-class _Occurrence:
-    """One run of lines that prometheus_client would yield as one family object."""
+_BAD_LE = "histogram bucket without a numeric 'le' label"
+_NO_NAMES: frozenset[str] = frozenset()
 
-    name: str
-    type: str | None
-    help: str = ""
-    unit: str = ""
-    samples: list[RawSample] = field(default_factory=list)
+
+class _Occurrence:
+    """One run of lines that prometheus_client would yield as one family object.
+
+    Samples land in `series` (deduplicated) as they are parsed; when the family's TYPE said
+    histogram before its samples (always, in practice), buckets/sum/count are grouped on the fly."""
+
+    __slots__ = ("grouped", "groups", "help", "last_line", "name", "regroup", "series", "type", "unit")
+
+    def __init__(self, name: str, type_: str | None, help_: str = "") -> None:
+        self.name = name
+        self.type = type_
+        self.help = help_
+        self.unit = ""
+        self.series: dict[tuple[str, Labels], Sample] = {}
+        self.groups: dict[Labels, _Group] = {}
+        self.grouped = False  # buckets/sum/count were grouped as they arrived
+        self.regroup = False  # grouping must be redone from `series` (a duplicate, a late TYPE)
+        self.last_line = 0
 
 
 @dataclass(slots=True)
@@ -588,10 +635,9 @@ class _FamilyAcc:
     type: FamilyType
     help: str
     unit: str
-    series: dict[tuple[str, Labels], Sample] = field(default_factory=dict)
-    # histogram series: labels without le -> [[(bound, count), ...], sum, count]
-    groups: dict[Labels, _Group] = field(default_factory=dict)
-    regroup: bool = False  # a duplicate replaced a grouped sample: group again from `series`
+    series: dict[tuple[str, Labels], Sample]
+    groups: dict[Labels, _Group]  # labels without le -> [[(bound, count), ...], sum, count]
+    regroup: bool
 
 
 class _ParseState:
@@ -605,8 +651,9 @@ class _ParseState:
         self.issue_count = 0
         self.eof_seen = False
         self.current: _Occurrence | None = None
-        self.allowed: frozenset[str] = frozenset()
-        self.append: Callable[[RawSample], None] = _no_family
+        self.allowed: frozenset[str] = _NO_NAMES
+        self.bucket_name = ""
+        self.sum_count_names: frozenset[str] = _NO_NAMES
 
     def issue(self, line_no: int, reason: str, text: str) -> None:
         self.issue_count += 1
@@ -616,6 +663,15 @@ class _ParseState:
     def line_text(self, line_no: int) -> str:
         return self.lines[line_no - 1] if 0 < line_no <= len(self.lines) else ""
 
+    def fast_context(
+        self,
+    ) -> tuple[frozenset[str], Callable[[tuple[str, Labels], Sample], Sample], str, frozenset[str]]:
+        """What the inlined sample path needs: names of the current family, its series' setdefault,
+        and the sample names it groups as histogram buckets / sums and counts."""
+        occ = self.current
+        keep = occ.series.setdefault if occ is not None else _no_keep
+        return self.allowed, keep, self.bucket_name, self.sum_count_names
+
     # ---- family boundaries
 
     def start(self, name: str, type_: str | None, help_: str = "") -> _Occurrence:
@@ -623,7 +679,6 @@ class _ParseState:
         occ = _Occurrence(name, type_, help_)
         self.current = occ
         self.allowed = frozenset((name,))
-        self.append = occ.samples.append
         return occ
 
     def set_type(self, occ: _Occurrence, type_: str) -> None:
@@ -637,107 +692,116 @@ class _ParseState:
                 _ALLOWED_CACHE.clear()
             _ALLOWED_CACHE[key] = allowed
         self.allowed = allowed
+        if occ.series or occ.grouped:
+            occ.regroup = True  # TYPE after samples, or a second TYPE: group at the end instead
+        occ.grouped = type_ in ("histogram", "gaugehistogram")
+        if occ.grouped:
+            base = occ.name
+            self.bucket_name = base + "_bucket"
+            self.sum_count_names = frozenset((base + "_sum", base + "_gsum", base + "_count", base + "_gcount"))
+        else:
+            self.bucket_name = ""
+            self.sum_count_names = _NO_NAMES
 
-    def add_sample(self, sample: RawSample) -> None:
-        if sample[0] in self.allowed:
-            self.append(sample)
+    def add_sample(self, name: str, info: LabelInfo, value: float, timestamp: float | None, line_no: int) -> None:
+        """The general path for one sample (`_parse_lines` inlines the same steps)."""
+        if name not in self.allowed:
+            # Not part of the current family: prometheus_client starts an untyped family for it.
+            self.start(name, "unknown" if self.openmetrics else None)
+            self.add_sample(name, info, value, timestamp, line_no)
+            if not self.openmetrics:
+                self.finish()  # the text parser yields it alone and leaves the next line familyless
             return
-        # Not part of the current family: prometheus_client starts an untyped family for it.
-        occ = self.start(sample[0], "unknown" if self.openmetrics else None)
-        occ.samples.append(sample)
-        if not self.openmetrics:
-            self.finish()  # the text parser yields it alone and leaves the next line familyless
+        occ = self.current
+        assert occ is not None  # `allowed` is empty without a current family
+        occ.last_line = line_no
+        labels = info[0]
+        sample = make_sample(name, labels, value, timestamp)
+        if occ.series.setdefault((name, labels), sample) is not sample:
+            self.duplicate(sample, line_no)
+        if name == self.bucket_name:
+            if info[2] is None:
+                self.issue(line_no, _BAD_LE, self.line_text(line_no))
+            else:
+                self.buckets_of(info[1]).append((info[2], value))
+        elif name in self.sum_count_names:
+            self.set_sum_or_count(name, labels, value)
+
+    def duplicate(self, sample: Sample, line_no: int) -> None:
+        occ = self.current
+        assert occ is not None
+        occ.series[(sample.name, sample.labels)] = sample  # the later line wins
+        occ.regroup = True  # its bucket was grouped twice
+        reason = "duplicate series: an earlier line has the same name and labels (this later one is kept)"
+        self.issue(line_no, reason, self.line_text(line_no))
+
+    def buckets_of(self, group: Labels) -> list[tuple[float, float]]:
+        assert self.current is not None
+        groups = self.current.groups
+        entry = groups.get(group)
+        if entry is None:
+            entry = groups[group] = [[], None, None]
+        return entry[0]
+
+    def set_sum_or_count(self, name: str, labels: Labels, value: float) -> None:
+        assert self.current is not None
+        groups = self.current.groups
+        entry = groups.get(labels)
+        if entry is None:
+            entry = groups[labels] = [[], None, None]
+        entry[1 if name.endswith("sum") else 2] = value
 
     def finish(self) -> None:
         occ = self.current
         if occ is None:
             return
         self.current = None
-        self.allowed = frozenset()
-        self.append = _no_family
+        self.allowed = _NO_NAMES
+        self.bucket_name = ""
+        self.sum_count_names = _NO_NAMES
         family_type = _TYPE_ALIASES.get(occ.type or "unknown", "unknown")
         name = occ.name
-        samples = occ.samples
+        series = occ.series
         if family_type == "counter" and not self.openmetrics:
             # prometheus_client's text parser names counter families without `_total` and gives
             # samples of a counter declared without `_total` the `_total` suffix.
             if name.endswith("_total"):
                 name = name[:-6]
             else:
-                samples = [(s[0] + "_total", *s[1:]) for s in samples]
+                series = {
+                    (n + "_total", labels): make_sample(n + "_total", labels, s.value, s.timestamp)
+                    for (n, labels), s in series.items()
+                }
+        is_histogram = family_type == "histogram" or family_type == "gaugehistogram"
         acc = self.families.get(name)
         if acc is None:
-            acc = self.families[name] = _FamilyAcc(name, family_type, occ.help, occ.unit)
-        else:
-            if acc.type == "unknown":
-                acc.type = family_type
-            acc.help = acc.help or occ.help
-            acc.unit = acc.unit or occ.unit
-        if acc.type == "histogram" or acc.type == "gaugehistogram":
-            self._add_histogram_samples(acc, samples)
-        else:
-            self._add_samples(acc, samples)
-
-    def _add_samples(self, acc: _FamilyAcc, samples: list[RawSample]) -> None:
+            regroup = is_histogram and (occ.regroup or not occ.grouped)
+            self.families[name] = _FamilyAcc(name, family_type, occ.help, occ.unit, series, occ.groups, regroup)
+            return
+        # A second block with the same family name (rare): merge it into the first.
+        if acc.type == "unknown":
+            acc.type = family_type
+        acc.help = acc.help or occ.help
+        acc.unit = acc.unit or occ.unit
+        acc.regroup = True
         keep = acc.series.setdefault
-        new_sample = make_sample
-        for name, info, value, timestamp, line_no in samples:
-            sample = new_sample(name, info[0], value, timestamp)
-            if keep((name, info[0]), sample) is not sample:
-                self._duplicate(acc, sample, line_no)
-
-    def _add_histogram_samples(self, acc: _FamilyAcc, samples: list[RawSample]) -> None:
-        keep = acc.series.setdefault
-        groups = acc.groups
-        bucket_name = acc.name + "_bucket"
-        sum_names = (acc.name + "_sum", acc.name + "_gsum")
-        count_names = (acc.name + "_count", acc.name + "_gcount")
-        last_group: Labels | None = None
-        buckets: list[tuple[float, float]] = []
-        new_sample = make_sample
-        for name, info, value, timestamp, line_no in samples:
-            labels = info[0]
-            sample = new_sample(name, labels, value, timestamp)
-            if keep((name, labels), sample) is not sample:
-                self._duplicate(acc, sample, line_no)
-                acc.regroup = True
-            if name == bucket_name:
-                group = info[1]
-                if group is not last_group:  # a new series (buckets of one series are adjacent)
-                    if group is None or info[2] is None:
-                        self.issue(line_no, "histogram bucket without a numeric 'le' label", self.line_text(line_no))
-                        continue
-                    entry = groups.get(group)
-                    if entry is None:
-                        entry = groups[group] = [[], None, None]
-                    buckets = entry[0]
-                    last_group = group
-                if info[2] is None:
-                    self.issue(line_no, "histogram bucket without a numeric 'le' label", self.line_text(line_no))
-                    continue
-                buckets.append((info[2], value))
-            elif name in sum_names or name in count_names:
-                entry = groups.get(labels)
-                if entry is None:
-                    entry = groups[labels] = [[], None, None]
-                entry[1 if name in sum_names else 2] = value
-
-    def _duplicate(self, acc: _FamilyAcc, sample: Sample, line_no: int) -> None:
-        acc.series[(sample.name, sample.labels)] = sample  # the later line wins
-        reason = "duplicate series: an earlier line has the same name and labels (this later one is kept)"
-        self.issue(line_no, reason, self.line_text(line_no))
+        for key, sample in series.items():
+            if keep(key, sample) is not sample:
+                acc.series[key] = sample
+                reason = f"duplicate series: family {name!r} appears twice and repeats this series"
+                self.issue(occ.last_line, reason, self.line_text(occ.last_line))
 
     # ---- output
 
     def result(self) -> Exposition:
         self.finish()
         families: dict[str, MetricFamily] = {}
+        new_histogram = make_histogram
         for name, acc in self.families.items():
             samples = tuple(acc.series.values())
             histograms: tuple[Histogram, ...] = ()
             if acc.type == "histogram" or acc.type == "gaugehistogram":
                 groups = _group_from_samples(name, samples) if acc.regroup else acc.groups
-                new_histogram = make_histogram
                 histograms = tuple(
                     [
                         new_histogram(name, labels, tuple(sorted(buckets)), sum_, count)
@@ -753,8 +817,12 @@ class _ParseState:
         )
 
 
-def _no_family(sample: RawSample) -> None:
-    raise AssertionError("sample appended with no current family")  # allowed is empty then
+def _no_keep(key: tuple[str, Labels], sample: Sample) -> Sample:
+    raise AssertionError("sample kept with no current family")  # `allowed` is empty then
+
+
+def _no_bucket(item: tuple[float, float]) -> None:
+    raise AssertionError("bucket appended before its series was looked up")
 
 
 def _group_from_samples(name: str, samples: Iterable[Sample]) -> dict[Labels, _Group]:

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from phaselens.assembly import build_pipeline
 from phaselens.clock import ManualClock
 from phaselens.config import parse_listen
 from phaselens.exporters.recommendations import RecommendationSink, recommendation_line
 from phaselens.model import Recommendation, TickResult
-from phaselens.assembly import build_pipeline
 from phaselens.pipeline import Pipeline, replay_targets, replay_ticks
 from phaselens.settings import ConfigError, Settings
 from phaselens.sources.recording import RecordedSource, load_sources, merge_by_time

@@ -18,16 +18,16 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from phaselens.assembly import build_pipeline
 from phaselens.clock import Clock, SystemClock
 from phaselens.exporters.prometheus import CachedRenderer
 from phaselens.exporters.recommendations import RecommendationSink
 from phaselens.exporters.specs import SPECS_BY_NAME
 from phaselens.logs import get_logger, log_event
 from phaselens.model import TickResult
-from phaselens.assembly import build_pipeline
 from phaselens.pipeline import Pipeline
 from phaselens.settings import Settings
-from phaselens.sources.scraper import ScrapeLoop
+from phaselens.sources.scraper import ScrapeLoop, ScrapeResult
 
 _log = get_logger("server")
 SIDECAR_KEY: web.AppKey[Sidecar] = web.AppKey("sidecar")
@@ -96,6 +96,7 @@ class Sidecar:
         self.on_tick = on_tick
         self.started_monotonic = self.clock.monotonic()
         self.tasks: list[asyncio.Task[None]] = []
+        self._fresh_data = asyncio.Event()
 
     # ------------------------------------------------------------------ background work
 
@@ -106,14 +107,27 @@ class Sidecar:
             self.on_tick(result)
         return result
 
+    def _deliver(self, result: ScrapeResult) -> None:
+        self.pipeline.submit(result)
+        self._fresh_data.set()
+
     async def _tick_loop(self) -> None:
+        """Tick as soon as new scrapes arrive (so /metrics lags the engine by one scrape, not a scrape
+        plus a tick interval), coalescing results that land within a few ms, and at least once per
+        interval without any (so a dead target turns stale on time)."""
         interval = self.settings.interval_seconds
+        coalesce = min(0.05, interval / 10)
         while True:
+            try:
+                await asyncio.wait_for(self._fresh_data.wait(), timeout=interval)
+                await asyncio.sleep(coalesce)
+            except TimeoutError:
+                pass
+            self._fresh_data.clear()
             try:
                 self.run_tick()
             except Exception:  # the pipeline guards its stages; this is the last line of defence
                 log_event(_log, "analyzer_failed", logging.ERROR, stage="tick", exc_info=True)
-            await asyncio.sleep(interval)
 
     async def _background(self, app: web.Application) -> AsyncIterator[None]:
         settings = self.settings
@@ -124,7 +138,7 @@ class Sidecar:
                 target,
                 session,
                 self.clock,
-                self.pipeline.submit,
+                self._deliver,
                 settings.interval_seconds,
                 settings.scrape_timeout_seconds,
                 settings.jitter_ratio,

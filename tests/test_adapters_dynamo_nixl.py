@@ -1,7 +1,7 @@
 """Dynamo and NIXL-exporter adapters: public Dynamo samples, the real NIXL exporter scrape, and
 hand-written payloads for the names those samples do not show (Dynamo >= 1.3, NIXL histograms)."""
 
-# ruff: noqa: E501  (exposition lines quoted verbatim are long)
+
 
 from __future__ import annotations
 

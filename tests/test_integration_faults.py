@@ -104,7 +104,7 @@ async def signals(client: aiohttp.ClientSession) -> dict[str, Any]:
 
 
 async def wait_for(
-    client: aiohttp.ClientSession, check: Callable[[dict[str, Any]], bool], seconds: float = 5.0
+    client: aiohttp.ClientSession, check: Callable[[dict[str, Any]], bool], seconds: float = 20.0
 ) -> dict[str, Any]:
     deadline = time.monotonic() + seconds
     while True:

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from phaselens.report.cli import main as report_main
 
 CLOCK = r"t\+(\d+)s \(\d\d:\d\d:\d\d UTC\)"

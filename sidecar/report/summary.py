@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -307,10 +308,10 @@ def gap_sentences(run: RunData) -> list[str]:
     times = list(run.tick_times)
     if len(times) < 3:
         return []
-    steps = sorted(b - a for a, b in zip(times, times[1:], strict=False))
+    steps = sorted(b - a for a, b in itertools.pairwise(times))
     usual = steps[len(steps) // 2]
     out = []
-    for a, b in zip(times, times[1:], strict=False):
+    for a, b in itertools.pairwise(times):
         if usual > 0 and b - a > max(3 * usual, usual + 2.0):
             out.append(
                 f"The recording has a gap of {b - a:.0f} s with no scrapes, from {clock(run, a)} to "
