@@ -437,21 +437,23 @@ def analyze_nixl(
     exporter_window: WindowLike | None = None,
     ring_errors: Sequence[NixlRingError] = (),
 ) -> tuple[list[Signal], list[Recommendation]]:
-    """Signals and recommendations from the best available source; nothing without data."""
-    figures: list[NixlFigures] = []
-    if decode_window is not None:
-        figures = figures_from_vllm(decode_window)
-    if not figures and exporter_window is not None:
-        figures = figures_from_exporter(exporter_window, decode_window)
-    if not figures:
-        figures = figures_from_ring(transfers, ring_errors, now, settings.window_seconds, decode_window)
-    if not figures:
-        figures = figures_from_logs(log_events, now, settings.window_seconds, decode_window)
+    """Signals from every source that has data in the window, each named in the `source` label, so
+    the sources can be checked against each other; recommendations from the most trusted source
+    only (vLLM metrics, then NIXL's exporter, then rings, then logs). Nothing without data."""
+    by_source: list[list[NixlFigures]] = [
+        figures_from_vllm(decode_window) if decode_window is not None else [],
+        figures_from_exporter(exporter_window, decode_window) if exporter_window is not None else [],
+        figures_from_ring(transfers, ring_errors, now, settings.window_seconds, decode_window),
+        figures_from_logs(log_events, now, settings.window_seconds, decode_window),
+    ]
+    preferred = next((figures for figures in by_source if figures), [])
     backend = L.nixl_backend(log_events)
     telemetry_disabled = any(e.kind == L.NIXL_TELEMETRY_DISABLED for e in log_events)
     signals: list[Signal] = []
     recommendations: list[Recommendation] = []
-    for fig in figures:
-        signals.extend(figures_to_signals(fig, base_labels))
+    for figures in by_source:
+        for fig in figures:
+            signals.extend(figures_to_signals(fig, base_labels))
+    for fig in preferred:
         recommendations.extend(recommend(fig, settings, base_labels, backend, telemetry_disabled))
     return signals, recommendations

@@ -24,12 +24,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from phaselens.parsers import exposition
+from phaselens.parsers.exposition import parse_exposition
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client import Histogram as PromHistogram
 from prometheus_client.parser import text_string_to_metric_families
-
-from phaselens.parsers import exposition
-from phaselens.parsers.exposition import parse_exposition
 
 ROOT = Path(__file__).resolve().parent.parent
 AGGREGATED_TAR = ROOT / "tests" / "fixtures" / "vllm-0.32.0-cpu-aggregated" / "scrapes.tar.gz"

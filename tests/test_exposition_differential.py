@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from phaselens.model import Exposition, Labels, MetricFamily, make_labels
+from phaselens.parsers.exposition import parse_exposition
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -31,9 +33,6 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as reference_openmetrics_families,
 )
 from prometheus_client.parser import text_string_to_metric_families as reference_text_families
-
-from phaselens.model import Exposition, Labels, MetricFamily, make_labels
-from phaselens.parsers.exposition import parse_exposition
 
 SeriesValues = dict[tuple[str, Labels], tuple[float, float | None]]
 
@@ -189,9 +188,7 @@ def test_nixl_exporter_scrape_keeps_all_but_its_cut_last_line(fixtures_dir: Path
 _METRIC_SUFFIX = st.from_regex(r"[a-z]{1,5}(:[a-z]{1,3})?", fullmatch=True)
 # prometheus_client 0.26 writes OpenMetrics `# TYPE a:b` but samples `a_b_total`: no colons there.
 _OPENMETRICS_METRIC_SUFFIX = st.from_regex(r"[a-z]{1,5}", fullmatch=True)
-_LABEL_NAME = st.from_regex(r"[a-zA-Z][a-zA-Z0-9_]{0,7}", fullmatch=True).filter(
-    lambda n: n not in ("le", "quantile")
-)
+_LABEL_NAME = st.from_regex(r"[a-zA-Z][a-zA-Z0-9_]{0,7}", fullmatch=True).filter(lambda n: n not in ("le", "quantile"))
 _LABEL_VALUE = st.one_of(
     st.text(max_size=12),
     st.text(alphabet='\\"\n{},= #\r\tab\u00e9\u2028\U0001f600', max_size=10),

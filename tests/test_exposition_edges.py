@@ -7,7 +7,6 @@ import math
 import random
 
 import pytest
-
 from phaselens.model import Exposition, Sample
 from phaselens.parsers.exposition import MAX_STORED_ISSUES, ExpositionError, parse_exposition
 
@@ -46,7 +45,7 @@ def test_label_value_may_hold_braces_commas_and_hash() -> None:
 
 
 def test_special_float_values() -> None:
-    text = "# TYPE g gauge\ng{v=\"a\"} +Inf\ng{v=\"b\"} -Inf\ng{v=\"c\"} NaN\ng{v=\"d\"} -0.0\n"
+    text = '# TYPE g gauge\ng{v="a"} +Inf\ng{v="b"} -Inf\ng{v="c"} NaN\ng{v="d"} -0.0\n'
     values = [s.value for s in parse_exposition(text).families["g"].samples]
     assert values[0] == math.inf and values[1] == -math.inf and math.isnan(values[2])
     assert values[3] == 0.0 and math.copysign(1.0, values[3]) == -1.0
@@ -59,7 +58,7 @@ def test_three_digit_exponent() -> None:
 
 
 def test_text_timestamps_are_milliseconds() -> None:
-    parsed = parse_exposition("# TYPE g gauge\ng 1 1700000000123\ng{a=\"b\"} 2\n")
+    parsed = parse_exposition('# TYPE g gauge\ng 1 1700000000123\ng{a="b"} 2\n')
     first, second = parsed.families["g"].samples
     assert first.timestamp == pytest.approx(1700000000.123)
     assert second.timestamp is None
@@ -82,7 +81,7 @@ def test_help_and_type_without_samples_give_an_empty_family() -> None:
 
 
 def test_help_escapes() -> None:
-    parsed = parse_exposition("# HELP m a\\\\b\\nc \\\"q\\\"\nm 1\n")
+    parsed = parse_exposition('# HELP m a\\\\b\\nc \\"q\\"\nm 1\n')
     assert parsed.families["m"].help == 'a\\b\nc \\"q\\"'  # text format: only \\ and \n
 
 
@@ -105,7 +104,7 @@ def test_created_series_belong_to_the_family_in_openmetrics() -> None:
 
 
 def test_counter_family_names_drop_total_and_samples_keep_it() -> None:
-    text = "# TYPE vllm:prompt_tokens_total counter\nvllm:prompt_tokens_total{engine=\"0\"} 5\n"
+    text = '# TYPE vllm:prompt_tokens_total counter\nvllm:prompt_tokens_total{engine="0"} 5\n'
     parsed = parse_exposition(text)
     family = parsed.families["vllm:prompt_tokens"]
     assert family.type == "counter"
@@ -159,7 +158,7 @@ def test_multiprocess_histogram_sum_and_count_before_buckets_with_pid_labels() -
 
 
 def test_crlf_line_endings() -> None:
-    text = "# HELP g A gauge.\r\n# TYPE g gauge\r\ng{a=\"x\"} 1.5\r\ng{a=\"y\"} 2\r\n"
+    text = '# HELP g A gauge.\r\n# TYPE g gauge\r\ng{a="x"} 1.5\r\ng{a="y"} 2\r\n'
     parsed = parse_exposition(text)
     assert parsed.issues == ()
     assert parsed.families["g"].help == "A gauge."
@@ -206,10 +205,7 @@ def test_openmetrics_exemplars_are_ignored() -> None:
 
 
 def test_openmetrics_gaugehistogram_groups_gsum_and_gcount() -> None:
-    text = (
-        "# TYPE q gaugehistogram\n"
-        'q_bucket{le="1.0"} 1\nq_bucket{le="+Inf"} 3\nq_gcount 3\nq_gsum 4.5\n# EOF\n'
-    )
+    text = '# TYPE q gaugehistogram\nq_bucket{le="1.0"} 1\nq_bucket{le="+Inf"} 3\nq_gcount 3\nq_gsum 4.5\n# EOF\n'
     (histogram,) = parse_exposition(text).families["q"].histograms
     assert histogram.buckets == ((1.0, 1.0), (math.inf, 3.0))
     assert (histogram.sum, histogram.count) == (4.5, 3.0)
@@ -255,7 +251,7 @@ def test_truncated_inside_a_label_value() -> None:
     ("bad_line", "reason_part"),
     [
         ('g{a="1",b} 3', "'b' has no '='"),
-        ('g{a=1} 3', "not quoted"),
+        ("g{a=1} 3", "not quoted"),
         ('g{a="1"', "unterminated"),
         ('g{a="1} 3', "closing quote"),
         ('g{1a="x"} 3', "invalid label name"),
@@ -292,7 +288,7 @@ def test_bucket_with_bad_le_is_reported_and_the_rest_grouped() -> None:
 
 
 def test_untyped_samples_and_comments() -> None:
-    text = "# scrape_time 1795369565.439\n# just a note\nfoo 1\nfoo{x=\"y\"} 2\n\nbar 3\n"
+    text = '# scrape_time 1795369565.439\n# just a note\nfoo 1\nfoo{x="y"} 2\n\nbar 3\n'
     parsed = parse_exposition(text)
     assert parsed.issues == ()
     assert parsed.families["foo"].type == "unknown"
@@ -306,7 +302,7 @@ def test_empty_payload() -> None:
 
 
 def test_bytes_with_bom_are_decoded() -> None:
-    parsed = parse_exposition("\ufeffg{a=\"é\"} 1\n".encode())
+    parsed = parse_exposition('\ufeffg{a="é"} 1\n'.encode())
     assert _values(parsed, "g") == {("g", (("a", "é"),)): 1.0}
 
 

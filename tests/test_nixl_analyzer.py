@@ -148,11 +148,17 @@ def test_log_source_and_backend_evidence(fixtures_dir: Path) -> None:
     assert slow.evidence["transfers"] == 110
 
 
-def test_preference_order_and_no_data(decode_window: TargetWindow, fixtures_dir: Path) -> None:
+def test_every_source_is_exported_but_only_the_preferred_one_recommends(
+    decode_window: TargetWindow, fixtures_dir: Path
+) -> None:
     ring = decode_ring((fixtures_dir / PD / "nixl-telemetry" / DECODE_AGENT).read_bytes())
     transfers = ring.grouped.transfers.to_transfers("decode", read_time=0.0)
-    signals, _ = analyze_nixl(decode_window, transfers, [], 0.0, Settings(), BASE)
-    assert {label_value(s.labels, "source") for s in signals} == {"vllm_metrics"}
+    signals, recs = analyze_nixl(decode_window, transfers, [], 0.0, Settings(), BASE)
+    # Both sources are there to be compared; they describe the same 110 transfers.
+    assert {label_value(s.labels, "source") for s in signals} == {"vllm_metrics", "telemetry_ring"}
+    assert recs and {r.evidence.get("source") for r in recs} == {"vllm_metrics"}
+    _, ring_only_recs = analyze_nixl(None, transfers, [], 0.0, Settings(), BASE)
+    assert ring_only_recs and {r.evidence.get("source") for r in ring_only_recs} == {"telemetry_ring"}
     assert analyze_nixl(None, [], [], 0.0, Settings(), BASE) == ([], [])
     assert analyze_nixl(TargetWindow(30.0), [], [], 0.0, Settings(), BASE) == ([], [])
 
