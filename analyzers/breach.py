@@ -22,6 +22,7 @@ until enough labels prove it calibrated.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -327,3 +328,54 @@ class PendingPrediction:
     features: BreachFeatures
     probability: float
     tally: TtftTally
+    shift: float = 0.0  # typical within-SLO TTFT when predicted: aligns first tokens to arrivals
+
+
+# ----------------------------------------------------------------------------- per-arrival labels
+
+
+@dataclass(frozen=True, slots=True)
+class ArrivalMark:
+    """One tick of a group: cumulative arrivals (by conservation) and the TTFT tally at that time."""
+
+    time: float
+    arrivals: float
+    tally: TtftTally
+
+
+def within_at(marks: Sequence[ArrivalMark], t: float) -> float | None:
+    """Cumulative within-SLO first tokens at time t, linear between the marks around it."""
+    if not marks or t < marks[0].time or t > marks[-1].time:
+        return None
+    for a, b in itertools.pairwise(marks):
+        if a.time <= t <= b.time:
+            if b.time <= a.time:
+                return b.tally.within_slo
+            share = (t - a.time) / (b.time - a.time)
+            return a.tally.within_slo + share * (b.tally.within_slo - a.tally.within_slo)
+    return marks[-1].tally.within_slo if t == marks[-1].time else None
+
+
+def arrival_breach_outcome(
+    marks: Sequence[ArrivalMark], start: float, end: float, shift: float
+) -> tuple[float, float] | None:
+    """(fraction of the requests that ARRIVED in (start, end] which missed the SLO, their number).
+
+    A request that arrives at x and gets its first token within the SLO does so at x + tau, tau <= SLO;
+    counting within-SLO first tokens in (start + shift, end + shift], shift the typical such tau,
+    counts those arrivals (edge effects cancel in expectation). Every other arrival missed the SLO,
+    whether or not its first token has come yet: this is the per-request, per-arrival event a client
+    scores, unlike the fraction of first tokens, which describes requests that arrived long ago.
+    None without arrivals, before the marks reach `end + shift`, or across a counter reset.
+    """
+    by_time = {m.time: m for m in marks}
+    if start not in by_time or end not in by_time:
+        return None
+    n = by_time[end].arrivals - by_time[start].arrivals
+    lo, hi = within_at(marks, start + shift), within_at(marks, end + shift)
+    if n < 0.5 or lo is None or hi is None:
+        return None
+    within = hi - lo
+    if within < -1e-9:
+        return None
+    return _clamp(1 - within / n, 0.0, 1.0), n

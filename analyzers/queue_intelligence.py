@@ -39,6 +39,9 @@ class _GroupState:
     trend: patterns.ArrivalTrend = field(default_factory=patterns.ArrivalTrend)
     pending: deque[br.PendingPrediction] = field(default_factory=deque)
     history: deque[tuple[float, float, float]] = field(default_factory=deque)  # (t, wait, completions/s)
+    marks: deque[br.ArrivalMark] = field(default_factory=deque)  # per-tick arrivals + TTFT tally
+    arrivals: float = 0.0  # cumulative arrivals by conservation since this object started
+    population: tuple[float, float] | None = None  # (finished counter, waiting + running) at the last tick
 
 
 @dataclass
@@ -53,7 +56,8 @@ class _TargetState:
 class QueueTuning:
     """Knobs of the predictors (defaults chosen on real vLLM runs, see benchmarks/bench_predictors.py)."""
 
-    label_horizon_seconds: float = 2.0
+    label_horizon_seconds: float = 2.0  # how far ahead the recent-breach-fraction feature looks back
+    mark_memory_seconds: float = 120.0  # ticks kept to label predictions (covers SLO + scrape gaps)
     feature_horizon_seconds: float = 5.0
     cascade_span_seconds: float = 60.0
     max_pending: int = 600
@@ -72,6 +76,9 @@ class QueueIntelligence:
         self.tuning = tuning or QueueTuning()
         self._targets: dict[str, _TargetState] = {}
         self._gpu_util: deque[float] = deque(maxlen=self.tuning.gpu_history_points)
+        # (target, group key) -> the queueing model's own P(W + X > SLO) at the last tick: the
+        # regression's first feature before learning, kept so evaluations can score it as a baseline
+        self.last_structural_probability: dict[tuple[str, str], float] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -234,24 +241,33 @@ class QueueIntelligence:
             if n == cn.TTFT_SECONDS and (dict(lb).get("model_name"), dict(lb).get("engine")) == group
         ]
         tally = _merged_tally(now, hist, slo)
-        # 1. resolve labels of predictions old enough
-        horizon = self.tuning.label_horizon_seconds
-        while gstate.pending and (tally is None or now - gstate.pending[0].time >= horizon - 1e-6):
-            pending = gstate.pending.popleft()
-            if tally is None:
+        if tally is None:
+            gstate.pending.clear()
+            return []
+        self._mark(gstate, window, group, obs, tally, now)
+        # 1. label earlier predictions with what happened to the requests that arrived after them
+        marks = gstate.marks
+        while gstate.pending:
+            pending = gstate.pending[0]
+            if not marks or marks[0].time > pending.time:
+                gstate.pending.popleft()  # its marks are gone (memory, reset, no counter): no label
                 continue
-            result = br.breach_outcome(pending.tally, tally)
+            end = next((m.time for m in marks if m.time > pending.time), None)
+            if end is None or marks[-1].time < end + pending.shift:
+                break  # the arrivals after it are not all known to have had their chance yet
+            gstate.pending.popleft()
+            result = br.arrival_breach_outcome(list(gstate.marks), pending.time, end, pending.shift)
             if result is None:
                 continue
             outcome, n = result
             tstate.calibration.add(pending.probability, outcome, n)
             tstate.predictor.update(pending.features, outcome, n)
-        if tally is None:
-            return []
         # 2. predict now
         features = self.features(window, group, obs, waits, rho, slo)
         probability = tstate.predictor.predict(features)
-        gstate.pending.append(br.PendingPrediction(now, features, probability, tally))
+        self.last_structural_probability[(labels["target"], _group_key(group))] = _sigmoid(features.values[0])
+        shift = min(slo, obs.ttft_p50_seconds) if obs.ttft_p50_seconds is not None else slo / 2
+        gstate.pending.append(br.PendingPrediction(now, features, probability, tally, shift))
         while len(gstate.pending) > self.tuning.max_pending:
             gstate.pending.popleft()
         if probability >= self.tuning.breach_recommendation_probability and obs.arrival_rate:
@@ -277,6 +293,30 @@ class QueueIntelligence:
                 )
             )
         return [Signal("phaselens_slo_breach_probability", make_labels(labels), probability)]
+
+    def _mark(
+        self,
+        gstate: _GroupState,
+        window: TargetWindow,
+        group: Group,
+        obs: qm.QueueObservation,
+        tally: br.TtftTally,
+        now: float,
+    ) -> None:
+        """Record this tick's cumulative arrivals (finished + change in waiting + running) and tally."""
+        finished = window.gauge(cn.REQUEST_SUCCESS, group)
+        if finished is None:
+            return
+        population = obs.waiting + obs.running
+        if gstate.population is not None:
+            done = finished - gstate.population[0] if finished >= gstate.population[0] else finished
+            gstate.arrivals += max(0.0, done + population - gstate.population[1])
+        gstate.population = (finished, population)
+        if gstate.marks and (now <= gstate.marks[-1].time or tally.count < gstate.marks[-1].tally.count):
+            gstate.marks.clear()  # time went backwards or the engine restarted: old marks mean nothing
+        gstate.marks.append(br.ArrivalMark(now, gstate.arrivals, tally))
+        while gstate.marks and now - gstate.marks[0].time > self.tuning.mark_memory_seconds:
+            gstate.marks.popleft()
 
     def features(
         self,
@@ -459,6 +499,10 @@ class QueueIntelligence:
                     t.groups[str(key)] = gs
             out._targets[str(name)] = t
         return out
+
+
+def _sigmoid(z: float) -> float:
+    return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
 
 
 def _merged_tally(now: float, hists: Sequence[Any], slo: float) -> br.TtftTally | None:

@@ -22,7 +22,7 @@ from phaselens.logs import get_logger, log_event
 from phaselens.model import LogEvent, NixlRingError, NixlTransfer, Recommendation, Signal, Target
 from phaselens.parsers.logs import parse_lines
 from phaselens.settings import Settings
-from phaselens.sources.log_follow import FileFollower, read_lines
+from phaselens.sources.log_follow import FileFollower, LineSource, StreamFollower, read_lines
 from phaselens.sources.nixl_dir import NixlTelemetryDir
 from phaselens.sources.recording import split_role
 
@@ -43,16 +43,17 @@ class SideInputs:
     ring_errors: deque[NixlRingError] = field(default_factory=deque)
     log_events: deque[LogEvent] = field(default_factory=deque)
     _ring_dir: NixlTelemetryDir | None = None
-    _followers: list[FileFollower] = field(default_factory=list)
+    _followers: list[tuple[str, LineSource]] = field(default_factory=list)
     _pending_logs: list[LogEvent] | None = None
     _reported: set[str] = field(default_factory=set)
+    _rings_read: bool = False
 
     def __post_init__(self) -> None:
         if self.settings.nixl_telemetry_dir:
             mode = "readonly" if self.replay else self.settings.nixl_ring_mode
             self._ring_dir = NixlTelemetryDir(self.settings.nixl_telemetry_dir, mode=mode)
         if not self.replay:
-            self._followers = [FileFollower(split_role(arg)[1]) for arg in self.settings.log_files]
+            self._followers = [(path, _follower(path)) for path in (split_role(a)[1] for a in self.settings.log_files)]
 
     def _once(self, event: str, **fields: object) -> None:
         key = event + repr(sorted(fields.items()))
@@ -71,18 +72,23 @@ class SideInputs:
     def _poll_rings(self, now: float) -> None:
         if self._ring_dir is None:
             return
-        if self.replay and self._reported.intersection({"ring_read"}):
-            return
+        if self.replay and self._rings_read:
+            return  # a recorded ring is the end state of the run: read it once
         poll = self._ring_dir.poll(now)
         for path, reason in poll.problems.items():
             self._once("nixl_ring_unreadable", path=path, reason=reason)
         if self.replay:
-            self._reported.add("ring_read")
-            untimed = sum(1 for t in poll.transfers if t.time is None)
+            self._rings_read = True
+            # Only format v1 events carry their own time; v2+ transfers were stamped with this read.
+            timed = [t for ring in poll.rings if ring.header.version == 1 for t in ring.transfers]
+            untimed = sum(len(ring.transfers) for ring in poll.rings if ring.header.version != 1)
             if untimed:
-                self._once("nixl_ring_untimed_in_replay", transfers=untimed,
-                           note="v2+ rings carry no timestamps; use phaselens nixl-telemetry for them")
-            self.transfers.extend(sorted((t for t in poll.transfers if t.time is not None), key=lambda t: t.time or 0))
+                self._once(
+                    "nixl_ring_untimed_in_replay",
+                    transfers=untimed,
+                    note="ring format v2+ has no timestamps; use phaselens nixl-telemetry to read them",
+                )
+            self.transfers.extend(sorted((t for t in timed if t.time is not None), key=lambda t: t.time or 0.0))
             return
         self.transfers.extend(poll.transfers)
         self.ring_errors.extend(poll.errors)
@@ -101,10 +107,10 @@ class SideInputs:
             while self._pending_logs and (self._pending_logs[-1].time or 0) <= now:
                 self.log_events.append(self._pending_logs.pop())
             return
-        for follower in self._followers:
+        for path, follower in self._followers:
             lines = follower.poll()
             if lines:
-                parsed = parse_lines(lines, year=_year(now), source=str(follower.path))
+                parsed = parse_lines(lines, year=_year(now), source=path)
                 self.log_events.extend(
                     e if e.time is not None else LogEvent(e.kind, now, e.fields, e.source) for e in parsed.events
                 )
@@ -112,8 +118,13 @@ class SideInputs:
     def close(self) -> None:
         if self._ring_dir is not None:
             self._ring_dir.close()
-        for follower in self._followers:
+        for _, follower in self._followers:
             follower.close()
+
+
+def _follower(path: str) -> LineSource:
+    """`-` follows standard input (an engine piped into the sidecar); anything else is a file."""
+    return StreamFollower(0) if path == "-" else FileFollower(path)
 
 
 def _decode_side(fresh: Mapping[str, tuple[Target, TargetWindow]]) -> tuple[Target, TargetWindow] | None:
