@@ -237,8 +237,13 @@ def slo_at_risk(f: TargetFindings, settings: Settings) -> Recommendation | None:
     worst = ""
     if g.ttft is not None and g.itl is not None:
         worst = " TTFT (prefill and queueing)" if g.ttft.upper < g.itl.upper else " ITL (decode)"
+    share = (
+        f"{g.joint.lower:.0%}"
+        if f"{g.joint.lower:.0%}" == f"{g.joint.upper:.0%}"
+        else f"between {g.joint.lower:.0%} and {g.joint.upper:.0%}"
+    )
     message = (
-        f"Only {g.joint.lower:.0%}-{g.joint.upper:.0%} of requests meet every SLO ({'; '.join(parts)}): "
+        f"Only {share} of requests meet every SLO ({'; '.join(parts)}): "
         f"the binding SLO is{worst or ' the configured one'}; act on the bottleneck findings or add capacity."
     )
     severity = "critical" if g.joint.upper < t.slo_at_risk_attainment - 0.2 else "warning"
