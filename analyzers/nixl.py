@@ -27,6 +27,7 @@ Pure: no I/O, no clock; `now` bounds the ring and log records to the window.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -147,7 +148,11 @@ def figures_from_vllm(window: WindowLike) -> list[NixlFigures]:
                 group=group,
                 transfers=xfer.count,
                 xfer_seconds_sum=xfer.sum,
-                seconds=xfer.seconds,
+                # vLLM creates the NIXL histograms at the first transfer: a series that appears
+                # mid-window spans less than the window, yet the target was scraped (and had no
+                # transfers) before it. Dividing by the series' own span overstated bytes/s by
+                # up to W / span (seen 12x in the P/D e2e); the target's span is the time covered.
+                seconds=max(xfer.seconds, window.span()),
                 bytes_sum=size.sum if size is not None else None,
                 failures=failed,
                 quantiles=quantiles,
@@ -272,6 +277,7 @@ def figures_from_logs(
         return []
     # The metrics line's own counter when it has one (the failure lines log the same failures).
     failures = failed_field if failed_field is not None else float(failure_lines)
+    line_times = sorted(e.time for e in events if e.kind == L.VLLM_KV_TRANSFER_METRICS and e.time is not None)
     ttft = _decode_ttft(decode_window, None)
     return [
         NixlFigures(
@@ -279,7 +285,7 @@ def figures_from_logs(
             group=None,
             transfers=count,
             xfer_seconds_sum=xfer_sum,
-            seconds=window_seconds,
+            seconds=_log_covered_seconds(line_times, now, window_seconds),
             bytes_sum=bytes_sum,
             failures=failures,
             quantiles={0.9: p90} if p90 is not None else {},
@@ -287,6 +293,33 @@ def figures_from_logs(
             ttft_count=ttft[1] if ttft else None,
         )
     ]
+
+
+def _log_covered_seconds(line_times: Sequence[float], now: float, window_seconds: float) -> float:
+    """The time the window's `KV Transfer metrics` lines account for, to divide their bytes by.
+
+    vLLM logs one line per stats period P (10 s by default) summing the transfers of the P seconds
+    before it, and skips periods without transfers. So the lines stamped in the window
+    (now - W, now] count the transfers of (t_first - P, t_last]; a line before the window (t_prev)
+    also tells that (t_prev, t_first - P] had none, and every whole period after t_last that
+    passed without a line had none. The covered span runs from t_first - P (or back to the window
+    start when t_prev vouches for the gap) to t_last plus those quiet periods. Dividing by W
+    instead misstates the rate whenever that span is not W (a window that is not a multiple of P,
+    or missing lines). P is the median gap between consecutive lines (lines are skipped only when
+    empty, so the common gap is the period); with fewer than two lines the window stands in.
+    """
+    inside = [t for t in line_times if now - window_seconds < t <= now]
+    gaps = sorted(b - a for a, b in itertools.pairwise(line_times) if b > a)
+    if not inside or not gaps:
+        return window_seconds
+    period = gaps[(len(gaps) - 1) // 2]  # the lower median: gaps are whole multiples of P
+    first, last = inside[0], inside[-1]
+    start = first - period
+    before = [t for t in line_times if t <= now - window_seconds]
+    if before:
+        start = min(start, max(before[-1], now - window_seconds))
+    quiet_periods = math.floor(max(0.0, now - last) / period)
+    return max(period, (last + quiet_periods * period) - start)
 
 
 def _as_float(value: object) -> float | None:

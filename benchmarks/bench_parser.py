@@ -10,7 +10,8 @@ Payloads:
 
 prometheus_client is timed consuming every family and sample. Our parser is timed cold (its label
 caches emptied first: the first scrape of a target) and warm (caches kept: every later scrape of the
-same target, which is the sidecar's steady state). Prints medians and ratios.
+same target, which is the sidecar's steady state). Prints medians and ratios, and the whole tick on
+(a): parse + `to_snapshot` + `TargetWindow.add`, what the pipeline does per target per second.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ import statistics
 import sys
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from phaselens.analyzers.window import TargetWindow
 from phaselens.parsers import exposition
 from phaselens.parsers.exposition import parse_exposition
+from phaselens.pipeline import parse_payload
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client import Histogram as PromHistogram
 from prometheus_client.parser import text_string_to_metric_families
@@ -49,7 +52,7 @@ NIXL_POST = [0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.3, 0.5, 0.75, 1
 NIXL_BYTES = [float(2**k) for k in range(11, 34, 2)]
 NIXL_DESC = [10, 20, 30, 50, 75, 100, 200, 400, 1000, 2000, 4000, 10000, 20000, 50000]
 
-VLLM_HISTOGRAMS: dict[str, list[float]] = {
+VLLM_HISTOGRAMS: dict[str, Sequence[float]] = {
     "vllm:iteration_tokens_total": ITER,
     "vllm:time_to_first_token_seconds": TTFT,
     "vllm:inter_token_latency_seconds": ITL,
@@ -137,6 +140,29 @@ def bench(label: str, text: str, repeat: int, reference_repeat: int) -> None:
           f"  ({warm / samples * 1e6:.2f} us/sample)")  # fmt: skip
 
 
+def bench_tick(label: str, text: str, repeat: int, horizon_seconds: float = 300.0) -> float:
+    """One target's work per tick, as `sidecar/pipeline.py` does it: parse the body (bytes, as
+    scraped) + `to_snapshot` (`parse_payload`) + `TargetWindow.add`, into a window already holding a
+    full horizon of one-per-second snapshots (so its eviction and the garbage it holds are real)."""
+    payload = text.encode("utf-8")
+    content_type = "text/plain; version=0.0.4; charset=utf-8"
+    window = TargetWindow(horizon_seconds)
+    clock = 0.0
+    for _ in range(int(horizon_seconds)):
+        clock += 1.0
+        window.add(parse_payload(payload, content_type, clock, "auto"))
+    times = []
+    for _ in range(repeat):
+        clock += 1.0
+        start = time.perf_counter()
+        window.add(parse_payload(payload, content_type, clock, "auto"))
+        times.append(time.perf_counter() - start)
+    tick = statistics.median(times)
+    print(f"\n{label}: whole tick (parse_payload + TargetWindow.add, {len(window)} snapshots held)")
+    print(f"  phaselens tick             {tick * 1e3:10.2f} ms  (median of {repeat}; target < 2 ms)")
+    return tick
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", type=int, default=64)
@@ -145,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-repeat", type=int, default=3, help="runs of prometheus_client")
     args = parser.parse_args(argv)
     print(f"python {sys.version.split()[0]}; medians; ratio = prometheus_client time / phaselens time")
-    bench("(a) real vLLM scrape rec/0060.prom", real_scrape(), args.repeat * 4, args.reference_repeat * 4)
+    scrape = real_scrape()
+    bench("(a) real vLLM scrape rec/0060.prom", scrape, args.repeat * 4, args.reference_repeat * 4)
+    bench_tick("(a) real vLLM scrape rec/0060.prom", scrape, args.repeat * 40)
     started = time.perf_counter()
     payload = generated_payload(args.engines, args.models)
     print(f"\n(generated in {time.perf_counter() - started:.1f} s)")

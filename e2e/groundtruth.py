@@ -87,6 +87,31 @@ class Request:
     # TTFT may be as low as ttft_low, the engine-side finish as early as end_early.
     ttft_low: float | None = None
     end_early: float | None = None
+    # vLLM's per-request timings (engine-core durations, see loadgen.RequestRecord), when present.
+    engine_queue_s: float | None = None
+    engine_ttft_s: float | None = None
+    engine_generation_s: float | None = None
+    # P/D only: the prefill step's duration and the decode server's first token, client side
+    prefill_seconds: float | None = None
+    decode_ttft: float | None = None
+
+    @property
+    def engine_ttft_floor(self) -> float | None:
+        """The least TTFT the engine's histogram can hold for this request: queue + prefill, both
+        timed inside the engine core, where the histogram's interval (front-end arrival to the
+        front end's handling of the first token) strictly contains them."""
+        if self.engine_queue_s is None or self.engine_ttft_s is None:
+            return None
+        return self.engine_queue_s + self.engine_ttft_s
+
+    @property
+    def engine_end_floor(self) -> float | None:
+        """The earliest instant the engine can have stamped this request finished: the client's
+        start plus queue, prefill and decode as the engine core timed them."""
+        floor = self.engine_ttft_floor
+        if floor is None or self.engine_generation_s is None:
+            return None
+        return self.start + floor + self.engine_generation_s
 
     @property
     def first_token_at(self) -> float | None:
@@ -98,6 +123,9 @@ class PhaseSpan:
     name: str
     start: float
     end: float
+    # how late the load client's own event loop woke during the phase (loadgen.LoopLag)
+    loop_lag_p99_s: float | None = None
+    loop_lag_max_s: float | None = None
 
 
 def parse_ground_truth(lines: Iterable[str]) -> tuple[list[Request], list[PhaseSpan]]:
@@ -123,12 +151,25 @@ def parse_ground_truth(lines: Iterable[str]) -> tuple[list[Request], list[PhaseS
                     d.get("tpot"),
                     int(d.get("output_tokens") or 0),
                     d.get("outcome") == "ok",
+                    engine_queue_s=d.get("engine_queue_s"),
+                    engine_ttft_s=d.get("engine_ttft_s"),
+                    engine_generation_s=d.get("engine_generation_s"),
+                    prefill_seconds=d.get("prefill_seconds"),
+                    decode_ttft=d.get("decode_ttft"),
                 )
             )
         elif kind == "phase_start":
             starts[d["phase"]] = d["t"]
         elif kind == "phase_end":
-            phases.append(PhaseSpan(d["phase"], starts.pop(d["phase"], d["t"]), d["t"]))
+            phases.append(
+                PhaseSpan(
+                    d["phase"],
+                    starts.pop(d["phase"], d["t"]),
+                    d["t"],
+                    d.get("loop_lag_p99_s"),
+                    d.get("loop_lag_max_s"),
+                )
+            )
     return requests, phases
 
 
@@ -164,13 +205,17 @@ def client_goodput(
     slo_ttft: float,
     slo_itl: float,
     classify_slack: float,
+    min_span: float | None = None,
 ) -> GoodputRange:
     """Client goodput in the window ending at `end`, and the range the sidecar may legitimately show.
 
     Tolerances, each from something the sidecar cannot know better:
     - window edges: the sidecar's newest engine scrape is up to one interval older than the
       moment its /metrics was read, and a rate over samples spans between W - interval and W.
-      So the window end ranges over [end - interval, end] and the divisor over [W - interval, W].
+      So the window end ranges over [end - interval, end]. The rate divides the samples' increase
+      by their span, from the first scrape after the window start to the newest: between
+      `min_span` (default W - interval; W - interval - the longest scrape when scrapes run late)
+      and W. Both the counted span and the divisor range over that.
     - classification and timing: the engine stamps TTFT, TPOT and the finish inside the server,
       the client later (HTTP, detokenization, event loops under load). `high` counts a request
       that may be good for the engine (its ttft_low, plus `classify_slack`) and may have finished
@@ -194,14 +239,19 @@ def client_goodput(
         )  # fmt: skip
 
     point = sum(1 for r in requests if end - window < r.end <= end and is_good(r, slo_ttft, slo_itl)) / window
+    shortest = window - interval if min_span is None else min_span
+    if not 0 < shortest <= window:
+        raise ValueError("min_span must lie in (0, window]")
     lows, highs = [], []
-    steps = max(2, int(interval / 0.05) + 1)
+    steps = max(2, int(interval / 0.1) + 1)
+    spans = [shortest + (window - shortest) * k / 3 for k in range(4)]
     for i in range(steps):
         e = end - interval * i / (steps - 1)
-        lows.append(surely(e - window, e))
-        highs.append(possibly(e - window, e))
+        for w in spans:
+            lows.append(surely(e - w, e) / w)
+            highs.append(possibly(e - w, e) / w)
     n = sum(1 for r in requests if end - window < r.end <= end)
-    return GoodputRange(point, min(lows) / window, max(highs) / (window - interval), n)
+    return GoodputRange(point, min(lows), max(highs), n)
 
 
 def empirical_quantile(values: Sequence[float], q: float) -> float:

@@ -90,6 +90,13 @@ class RequestRecord:
     prefill_seconds: float | None = None  # P/D only: the prefill step's duration
     decode_ttft: float | None = None  # P/D only: first token seen from the decode server
     prefix: bool = False
+    # The engine's own timings of this request (vLLM --enable-per-request-metrics, final chunk):
+    # queue wait, scheduled -> first token, first -> last token. Engine-core durations, so
+    # engine_queue_s + engine_ttft_s is a lower bound of the TTFT the engine's histogram records
+    # for this request (that one starts earlier, at arrival, and ends later, in the front end).
+    engine_queue_s: float | None = None
+    engine_ttft_s: float | None = None
+    engine_generation_s: float | None = None
     chunk_times: list[float] = field(default_factory=list)
 
     def as_json(self) -> str:
@@ -106,6 +113,56 @@ def finish_timing(rec: RequestRecord, first_token: float | None, chunk_times: li
             rec.tpot = (rec.end - first_token) / (rec.output_tokens - 1)
     gaps = [b - a for a, b in itertools.pairwise(chunk_times)]
     rec.itl_max = max(gaps) if gaps else None
+
+
+def record_engine_metrics(rec: RequestRecord, metrics: dict[str, Any]) -> None:
+    """Copy vLLM's per-request timings (milliseconds) into the record, in seconds."""
+
+    def seconds(key: str) -> float | None:
+        v = metrics.get(key)
+        return float(v) / 1000.0 if isinstance(v, (int, float)) else None
+
+    rec.engine_queue_s = seconds("queue_time_ms")
+    rec.engine_ttft_s = seconds("time_to_first_token_ms")
+    rec.engine_generation_s = seconds("generation_time_ms")
+
+
+class LoopLag:
+    """How late the load client's own event loop wakes up: its contribution to measured latency.
+
+    A task sleeps TICK_S at a time and records how much later than asked it woke. Under load the
+    client parses every streamed chunk; if its loop is late, every TTFT it measures is late too.
+    """
+
+    TICK_S = 0.01
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(self.TICK_S)
+            self.lags.append(max(0.0, time.monotonic() - t0 - self.TICK_S))
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def take(self) -> dict[str, float]:
+        """p50, p99 and max lag since the last take, in seconds."""
+        xs, self.lags = sorted(self.lags), []
+        if not xs:
+            return {}
+        return {
+            "loop_lag_p50_s": xs[len(xs) // 2],
+            "loop_lag_p99_s": xs[min(len(xs) - 1, int(0.99 * len(xs)))],
+            "loop_lag_max_s": xs[-1],
+        }
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
 
 async def _stream_completion(
@@ -130,6 +187,9 @@ async def _stream_completion(
                     continue
                 now = time.time()
                 msg = json.loads(payload)
+                metrics = msg.get("metrics")
+                if isinstance(metrics, dict):
+                    record_engine_metrics(rec, metrics)
                 usage = msg.get("usage")
                 if usage:
                     rec.prompt_tokens = usage.get("prompt_tokens")
@@ -216,7 +276,10 @@ async def run_phase(
     rng: random.Random,
     counter: list[int],
     prefill_url: str | None = None,
+    lag: LoopLag | None = None,
 ) -> list[RequestRecord]:
+    if lag is not None:
+        lag.take()
     writer.event("phase_start", phase=phase.name, concurrency=phase.concurrency)
     deadline = time.monotonic() + phase.seconds
     done: list[RequestRecord] = []
@@ -235,7 +298,7 @@ async def run_phase(
         await asyncio.sleep(phase.seconds)
     else:
         await asyncio.gather(*(worker() for _ in range(phase.concurrency)))
-    writer.event("phase_end", phase=phase.name, requests=len(done))
+    writer.event("phase_end", phase=phase.name, requests=len(done), **(lag.take() if lag else {}))
     return done
 
 
@@ -255,9 +318,14 @@ async def run_phases(
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     with out.open("a") as stream:
         writer = GroundTruthWriter(stream)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            for phase in phases:
-                records += await run_phase(session, url, phase, writer, rng, counter, prefill_url)
+        lag = LoopLag()
+        lag.start()
+        try:
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+                for phase in phases:
+                    records += await run_phase(session, url, phase, writer, rng, counter, prefill_url, lag)
+        finally:
+            lag.stop()
     return records
 
 

@@ -6,7 +6,8 @@
 #   4. assertions and report                                         e2e/check.py
 # The disaggregated 1P1D scenario over NIXL runs too (two more engines: ~3.5 more minutes);
 # E2E_PD=0 skips it, E2E_AGGREGATED=0 skips the aggregated one.
-# Measured on 2 shared cores: install 152 s (once), model 6 s, aggregated 4-5 min, P/D 3.5 min. Outputs under e2e/out/<scenario>/ (git-ignored).
+# Measured on 2 shared cores: install from scratch (no pip cache) 369 s, model 6 s, aggregated 3-4 min,
+# P/D 3.5-4 min, check 5 s. Outputs under e2e/out/<scenario>/ (git-ignored).
 # PHASELENS_PYTHON: the Python that has phaselens installed (default .venv/bin/python from `make setup`).
 set -euo pipefail
 cd "$(dirname "$0")/.."

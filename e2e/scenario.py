@@ -111,6 +111,9 @@ def engine_argv(python: str, model: Path, server: Server, num_blocks: int, max_s
         "--kv-cache-metrics-sample",
         "1.0",
         "--disable-uvicorn-access-log",
+        # per-request engine timings in the last streamed chunk: check.py bounds each request's
+        # engine-side TTFT and finish with them instead of guessing the front end's overhead
+        "--enable-per-request-metrics",
         *server.extra,
     ]
 
@@ -275,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         recorder = procs.start("recorder", recorder_argv, out / "recorder.log")
         started.append(recorder)
         time.sleep(1.5)  # the first scrape lands before the first phase starts
+        meta["load_client_niceness"] = procs.raise_own_priority()
         with timings.step("load"):
             records = asyncio.run(
                 loadgen.run_phases(

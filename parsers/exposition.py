@@ -25,10 +25,7 @@ from __future__ import annotations
 import gc
 import math
 import re
-from collections import deque
 from collections.abc import Callable, Iterable
-from itertools import islice, repeat
-from operator import itemgetter
 from dataclasses import dataclass, fields, replace
 from types import MemberDescriptorType
 from typing import Any
@@ -102,7 +99,7 @@ _Group = list[Any]
 RawSample = tuple[str, LabelInfo, float, float | None, int]
 """(sample name, label info, value, timestamp in seconds, line number)."""
 
-# Caches of pure functions of their key (label text with its closing `}` -> LabelInfo; labels without le, interned so that
+# Caches of pure functions of their key (label text -> LabelInfo; labels without le, interned so that
 # one `is` test tells consecutive buckets of one series apart from the next series).
 _LABEL_CACHE: dict[str, LabelInfo] = {}
 _VALID_NAMES: set[str] = set()
@@ -280,125 +277,7 @@ def _is_openmetrics(text: str, content_type: str | None) -> bool:
 
 
 def _parse_lines(lines: list[str], state: _ParseState) -> None:
-    """Parse every line: comment lines one by one, each run of sample lines between two comment
-    lines as a block (`_fast_block`), or line by line (`_parse_span`) when the block is short or
-    anything in it is unusual."""
-    end = len(lines)
-    marks = [index for index, line in enumerate(lines) if line[:1] == "#"]
-    marks.append(end)
-    openmetrics = state.openmetrics
-    pos = 0
-    for mark in marks:
-        if mark > pos and (mark - pos < _BLOCK_MIN or not _fast_block(lines, pos, mark, state)):
-            _parse_span(lines, pos, mark, state)
-        if mark == end:
-            return
-        line = lines[mark]
-        if openmetrics and line.rstrip() == "# EOF":
-            state.eof_seen = True
-            _after_eof(lines, mark + 1, state)
-            return
-        _comment(line, mark + 1, state)
-        pos = mark + 1
-
-
-_BLOCK_MIN = 4
-"""Shorter runs of sample lines are parsed line by line (the block path's set-up costs more)."""
-
-
-def _fast_block(lines: list[str], lo: int, hi: int, state: _ParseState) -> bool:
-    """Parse `lines[lo:hi]` (sample lines of the current family) with one C-level pass per step
-    (`map`/`zip` over the whole block instead of bytecode per line), or return False having changed
-    nothing when any line is not the plain `name{labels} value` form of the current family, is a
-    duplicate, or has a label set not seen before that does not parse."""
-    allowed = state.allowed
-    occ = state.current
-    if occ is None:
-        return False
-    count = hi - lo
-    heads, _, values = zip(*map(_rpartition, lines[lo:hi], repeat(" ", count)))
-    names, braces, label_keys = zip(*map(_partition, heads, repeat("{", count)))
-    if not allowed.issuperset(names):
-        return False  # another family's sample, an invalid name, a timestamp, blanks: line by line
-    if braces.count("{") + label_keys.count("") != count:
-        return False  # `name{ 1`: a brace with nothing after it
-    cache = _LABEL_CACHE
-    infos = list(map(cache.get, label_keys))
-    if None in infos:
-        for index, info in enumerate(infos):
-            if info is None:
-                key = label_keys[index]
-                if not key.endswith("}"):
-                    return False
-                parsed = _label_info(key[:-1])
-                if isinstance(parsed, str):
-                    return False
-                if len(cache) >= _CACHE_LIMIT:
-                    cache.clear()
-                infos[index] = cache[key] = parsed
-    try:
-        floats = list(map(float, values))
-    except ValueError:
-        return False
-    if "_" in "".join(values):
-        return False  # float() accepts `1_000`, the format does not
-    keys = list(zip(names, map(_first, infos)))
-    series = occ.series
-    before = len(series)
-    if before and not series.keys().isdisjoint(keys):
-        return False
-    samples = _new_samples(names, infos, floats, count)
-    series.update(zip(keys, samples))
-    if len(series) != before + count:  # a duplicate inside the block: undo, report line by line
-        for key in keys:
-            series.pop(key, None)
-        return False
-    bucket_name = state.bucket_name
-    if bucket_name:
-        sum_count_names = state.sum_count_names
-        last_group: Labels | None = None
-        bucket_append: Callable[[tuple[float, float]], None] = _no_bucket
-        for index, (name, info, value) in enumerate(zip(names, infos, floats)):
-            if name == bucket_name:
-                bound = info[2]
-                if bound is None:
-                    line_no = lo + 1 + index
-                    state.issue(line_no, _BAD_LE, lines[line_no - 1])
-                elif info[1] is last_group:
-                    bucket_append((bound, value))
-                else:
-                    last_group = info[1]
-                    bucket_append = state.buckets_of(last_group).append
-                    bucket_append((bound, value))
-            elif name in sum_count_names:
-                state.set_sum_or_count(name, info[0], value)
-    return True
-
-
-def _new_samples(names: tuple[str, ...], infos: list[LabelInfo], values: list[float], count: int) -> list[Sample]:
-    """Samples for parallel columns, built by C-level `map`s (no bytecode per sample)."""
-    if _SAMPLE_SETTERS is None:
-        return [Sample(name, info[0], value, None) for name, info, value in zip(names, infos, values)]
-    set_name, set_labels, set_value, set_timestamp = _SAMPLE_SETTERS
-    samples = list(map(object.__new__, repeat(Sample, count)))
-    _consume(map(set_name, samples, names))
-    _consume(map(set_labels, samples, map(_first, infos)))
-    _consume(map(set_value, samples, values))
-    _consume(map(set_timestamp, samples, repeat(None, count)))
-    return samples
-
-
-_rpartition = str.rpartition
-_partition = str.partition
-_first = itemgetter(0)
-
-
-def _consume(iterator: Iterable[object]) -> None:
-    deque(iterator, maxlen=0)
-
-
-def _parse_span(lines: list[str], lo: int, hi: int, state: _ParseState) -> None:
-    """Parse `lines[lo:hi]` line by line; well-formed sample lines never leave this loop."""
+    """Parse every line; well-formed sample lines never leave this loop (no call per line)."""
     openmetrics = state.openmetrics
     ts_scale = 1.0 if openmetrics else 0.001  # OpenMetrics timestamps are seconds, text ones ms
     label_cache = _LABEL_CACHE
@@ -411,10 +290,10 @@ def _parse_span(lines: list[str], lo: int, hi: int, state: _ParseState) -> None:
     allowed, keep, bucket_name, sum_count_names = state.fast_context()
     last_group: Labels | None = None
     bucket_append: Callable[[tuple[float, float]], None] = _no_bucket
-    for line_no, line in enumerate(islice(lines, lo, hi), lo + 1):
+    for line_no, line in enumerate(lines, 1):
         if not line:
             continue
-        if line[0] == "#":  # only where the caller passes comment lines (it does not)
+        if line[0] == "#":
             if openmetrics and line.rstrip() == "# EOF":
                 state.eof_seen = True
                 _after_eof(lines, line_no, state)
@@ -446,10 +325,10 @@ def _parse_span(lines: list[str], lo: int, hi: int, state: _ParseState) -> None:
                 last_group = None
                 continue
             name = line[:brace]
-            label_key = line[brace + 1 : close + 1]  # the label text and its `}` (the cache key)
-            info = label_cache.get(label_key)  # type: ignore[assignment]
+            label_text = line[brace + 1 : close]
+            info = label_cache.get(label_text)  # type: ignore[assignment]
             if info is None:
-                parsed = _label_info(label_key[:-1])
+                parsed = _label_info(label_text)
                 if isinstance(parsed, str):
                     general(line, line_no, state)
                     allowed, keep, bucket_name, sum_count_names = state.fast_context()
@@ -457,7 +336,7 @@ def _parse_span(lines: list[str], lo: int, hi: int, state: _ParseState) -> None:
                     continue
                 if len(label_cache) >= _CACHE_LIMIT:
                     label_cache.clear()
-                info = label_cache[label_key] = parsed
+                info = label_cache[label_text] = parsed
             value_text = parts[0]
             ts_text = parts[1] if len(parts) == 2 else None
         if name not in valid_names and not _remember_valid_name(name):
@@ -560,7 +439,7 @@ def _parse_sample_line(line: str, openmetrics: bool) -> tuple[str, LabelInfo, fl
         return f"invalid metric name {name!r}"
     info = _NO_LABELS
     if label_text:
-        parsed = _LABEL_CACHE.get(label_text + "}") or _label_info(label_text)
+        parsed = _LABEL_CACHE.get(label_text) or _label_info(label_text)
         if isinstance(parsed, str):
             return parsed
         info = parsed

@@ -74,10 +74,11 @@ def test_client_goodput_counts_requests_ending_in_window() -> None:
     g = gt.client_goodput(rs, end=10.0, window=5.0, interval=1.0, slo_ttft=0.25, slo_itl=0.05, classify_slack=0.0)
     assert g.point == pytest.approx(5 / 5.0)  # ends at 6,7,8,9,10
     assert g.requests == 6  # five good ones plus the bad one ending at 5.5
-    # the window end may be up to 1 s earlier: (4, 9] also holds 5 good ones (5..9);
-    # low divides by W, high by W - interval
-    assert g.low == pytest.approx(5 / 5.0)
-    assert g.high == pytest.approx(5 / 4.0)
+    # the window end may be up to 1 s earlier and its span W - interval to W, counted and divided
+    # over the same span: (5.23, 9.9] holds 4 good ones in 4.67 s (the least rate), (5.67, 10] 5
+    # in 4.33 s (the most); a span of W - interval counting W's requests (5 / 4) would overstate
+    assert g.low == pytest.approx(4 / (4 + 2 / 3))
+    assert g.high == pytest.approx(5 / (4 + 1 / 3))
     assert g.low <= g.point <= g.high
 
 
