@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+
+# The e2e harness is scripts, not a package: its unit tests import its modules by name.
+E2E_DIR = Path(__file__).resolve().parent.parent / "e2e"
+if str(E2E_DIR) not in sys.path:
+    sys.path.insert(0, str(E2E_DIR))
 
 FIXTURES = Path(__file__).parent / "fixtures"
 AGGREGATED_TAR = FIXTURES / "vllm-0.32.0-cpu-aggregated" / "scrapes.tar.gz"

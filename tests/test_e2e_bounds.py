@@ -12,37 +12,17 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
-from types import ModuleType
 
+import groundtruth as gt
+import loadgen
 import pytest
 from phaselens.analyzers.nixl import figures_from_logs, figures_from_vllm
 from phaselens.analyzers.window import TargetWindow
 from phaselens.model import EngineSnapshot, Histogram, LogEvent, make_labels
 from phaselens.parsers import logs as L
 from phaselens.parsers.engines import canonical as c
-
-E2E = Path(__file__).resolve().parent.parent / "e2e"
-
-
-def _load(name: str) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    sys.path.insert(0, str(E2E))
-    spec = importlib.util.spec_from_file_location(name, E2E / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-gt = _load("groundtruth")
-loadgen = _load("loadgen")
 
 
 def test_engine_metrics_from_the_last_chunk_are_read_in_seconds() -> None:

@@ -5,30 +5,11 @@ The live run itself is `make e2e`; these only pin down the client-side numbers i
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
-from types import ModuleType
 
+import groundtruth as gt
 import pytest
-
-E2E = Path(__file__).resolve().parent.parent / "e2e"
-
-
-def _load(name: str) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, E2E / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-gt = _load("groundtruth")
 
 
 def req(i: int, start: float, end: float, ttft: float | None, tpot: float | None, ok: bool = True) -> object:

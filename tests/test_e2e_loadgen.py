@@ -6,32 +6,17 @@ The streamed-response parsing is exercised against the bytes a real vLLM 0.32 se
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
-import sys
 from pathlib import Path
-from types import ModuleType
 
+import corpus
+import loadgen
 import pytest
 from aiohttp import web
 
 E2E = Path(__file__).resolve().parent.parent / "e2e"
 
-
-def _load(name: str) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, E2E / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-corpus = _load("corpus")
-loadgen = _load("loadgen")
 
 # A real `/v1/completions` stream from vLLM 0.32 (CPU) serving the e2e tiny model: prompt "the
 # quick brown fox", max_tokens 4, ignore_eos, return_token_ids, include_usage. The random model's
