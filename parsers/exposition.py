@@ -25,10 +25,13 @@ from __future__ import annotations
 import gc
 import math
 import re
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
+from itertools import repeat
+from operator import itemgetter
 from types import MemberDescriptorType
-from typing import Any
+from typing import Any, cast
 
 from phaselens.model import Exposition, FamilyType, Histogram, Labels, MetricFamily, ParseIssue, Sample
 
@@ -99,8 +102,8 @@ _Group = list[Any]
 RawSample = tuple[str, LabelInfo, float, float | None, int]
 """(sample name, label info, value, timestamp in seconds, line number)."""
 
-# Caches of pure functions of their key (label text -> LabelInfo; labels without le, interned so that
-# one `is` test tells consecutive buckets of one series apart from the next series).
+# Caches of pure functions of their key (label text with its closing `}` -> LabelInfo; labels without le,
+# interned so that one `is` test tells consecutive buckets of one series apart from the next series).
 _LABEL_CACHE: dict[str, LabelInfo] = {}
 _VALID_NAMES: set[str] = set()
 _ALLOWED_CACHE: dict[tuple[bool, str, str], frozenset[str]] = {}
@@ -277,7 +280,124 @@ def _is_openmetrics(text: str, content_type: str | None) -> bool:
 
 
 def _parse_lines(lines: list[str], state: _ParseState) -> None:
-    """Parse every line; well-formed sample lines never leave this loop (no call per line)."""
+    """Parse every line: each long run of sample lines between two comment lines as a block
+    (`_fast_block`), everything else (comments, short families) line by line (`_parse_span`)."""
+    end = len(lines)
+    pos = 0  # lines before `pos` are parsed
+    previous = -1  # the last comment line seen
+    for mark in [index for index, line in enumerate(lines) if line[:1] == "#"] + [end]:
+        lo = previous + 1  # sample lines [lo, mark) lie between two comment lines
+        previous = mark
+        if mark - lo < _BLOCK_MIN:
+            continue
+        if lo > pos and _parse_span(lines, pos, lo, state):
+            return  # OpenMetrics `# EOF`
+        if not _fast_block(lines, lo, mark, state):
+            _parse_span(lines, lo, mark, state)
+        pos = mark
+    if pos < end:
+        _parse_span(lines, pos, end, state)
+
+
+_BLOCK_MIN = 4
+"""Shorter runs of sample lines are parsed line by line (the block path's set-up costs more)."""
+
+
+def _fast_block(lines: list[str], lo: int, hi: int, state: _ParseState) -> bool:
+    """Parse `lines[lo:hi]` (sample lines of the current family) with one C-level pass per step
+    (`map`/`zip` over the whole block instead of bytecode per line), or return False having changed
+    nothing when any line is not the plain `name{labels} value` form of the current family, is a
+    duplicate, or has a label set not seen before that does not parse."""
+    allowed = state.allowed
+    occ = state.current
+    if occ is None:
+        return False
+    count = hi - lo
+    heads, _, values = zip(*map(_rpartition, lines[lo:hi], repeat(" ", count)), strict=True)
+    names, braces, label_keys = zip(*map(_partition, heads, repeat("{", count)), strict=True)
+    if not allowed.issuperset(names):
+        return False  # another family's sample, an invalid name, a timestamp, blanks: line by line
+    if braces.count("{") + label_keys.count("") != count:
+        return False  # `name{ 1`: a brace with nothing after it
+    cache = _LABEL_CACHE
+    found: list[LabelInfo | None] = list(map(cache.get, label_keys))
+    if None in found:
+        for index, info in enumerate(found):
+            if info is None:
+                key = label_keys[index]
+                if not key.endswith("}"):
+                    return False
+                parsed = _label_info(key[:-1])
+                if isinstance(parsed, str):
+                    return False
+                if len(cache) >= _CACHE_LIMIT:
+                    cache.clear()
+                found[index] = cache[key] = parsed
+    infos = cast("list[LabelInfo]", found)  # every None was replaced just above
+    try:
+        floats = list(map(float, values))
+    except ValueError:
+        return False
+    if "_" in "".join(values):
+        return False  # float() accepts `1_000`, the format does not
+    keys = list(zip(names, map(_first, infos), strict=True))
+    series = occ.series
+    before = len(series)
+    if before and not series.keys().isdisjoint(keys):
+        return False
+    samples = _new_samples(names, infos, floats, count)
+    series.update(zip(keys, samples, strict=True))
+    if len(series) != before + count:  # a duplicate inside the block: undo, report line by line
+        for key in keys:
+            series.pop(key, None)
+        return False
+    bucket_name = state.bucket_name
+    if bucket_name:
+        sum_count_names = state.sum_count_names
+        last_group: Labels | None = None
+        bucket_append: Callable[[tuple[float, float]], None] = _no_bucket
+        for index, (name, info, value) in enumerate(zip(names, infos, floats, strict=True)):
+            if name == bucket_name:
+                bound = info[2]
+                if bound is None:
+                    line_no = lo + 1 + index
+                    state.issue(line_no, _BAD_LE, lines[line_no - 1])
+                elif info[1] is last_group:
+                    bucket_append((bound, value))
+                else:
+                    last_group = info[1]
+                    bucket_append = state.buckets_of(last_group).append
+                    bucket_append((bound, value))
+            elif name in sum_count_names:
+                state.set_sum_or_count(name, info[0], value)
+    return True
+
+
+def _new_samples(names: tuple[str, ...], infos: list[LabelInfo], values: list[float], count: int) -> list[Sample]:
+    """Samples for parallel columns, built by C-level `map`s (no bytecode per sample)."""
+    if _SAMPLE_SETTERS is None:
+        return [Sample(name, info[0], value, None) for name, info, value in zip(names, infos, values, strict=True)]
+    set_name, set_labels, set_value, set_timestamp = _SAMPLE_SETTERS
+    samples = list(map(object.__new__, repeat(Sample, count)))
+    _consume(map(set_name, samples, names))
+    _consume(map(set_labels, samples, map(_first, infos)))
+    _consume(map(set_value, samples, values))
+    _consume(map(set_timestamp, samples, repeat(None, count)))
+    return samples
+
+
+_rpartition = str.rpartition
+_partition = str.partition
+_first = itemgetter(0)
+
+
+def _consume(iterator: Iterable[object]) -> None:
+    deque(iterator, maxlen=0)
+
+
+def _parse_span(lines: list[str], lo: int, hi: int, state: _ParseState) -> bool:
+    """Parse `lines[lo:hi]` line by line (True if it ended at an OpenMetrics `# EOF`); well-formed
+    sample lines never leave this loop (no call per line)."""
     openmetrics = state.openmetrics
     ts_scale = 1.0 if openmetrics else 0.001  # OpenMetrics timestamps are seconds, text ones ms
     label_cache = _LABEL_CACHE
@@ -290,14 +410,15 @@ def _parse_lines(lines: list[str], state: _ParseState) -> None:
     allowed, keep, bucket_name, sum_count_names = state.fast_context()
     last_group: Labels | None = None
     bucket_append: Callable[[tuple[float, float]], None] = _no_bucket
-    for line_no, line in enumerate(lines, 1):
+    # A slice, not islice: islice walks from the list start, quadratic over many short spans.
+    for line_no, line in enumerate(lines[lo:hi], lo + 1):
         if not line:
             continue
         if line[0] == "#":
             if openmetrics and line.rstrip() == "# EOF":
                 state.eof_seen = True
                 _after_eof(lines, line_no, state)
-                return
+                return True
             _comment(line, line_no, state)
             allowed, keep, bucket_name, sum_count_names = state.fast_context()
             last_group = None
@@ -325,10 +446,10 @@ def _parse_lines(lines: list[str], state: _ParseState) -> None:
                 last_group = None
                 continue
             name = line[:brace]
-            label_text = line[brace + 1 : close]
-            info = label_cache.get(label_text)  # type: ignore[assignment]
+            label_key = line[brace + 1 : close + 1]  # the label text and its `}` (the cache key)
+            info = label_cache.get(label_key)  # type: ignore[assignment]
             if info is None:
-                parsed = _label_info(label_text)
+                parsed = _label_info(label_key[:-1])
                 if isinstance(parsed, str):
                     general(line, line_no, state)
                     allowed, keep, bucket_name, sum_count_names = state.fast_context()
@@ -336,7 +457,7 @@ def _parse_lines(lines: list[str], state: _ParseState) -> None:
                     continue
                 if len(label_cache) >= _CACHE_LIMIT:
                     label_cache.clear()
-                info = label_cache[label_text] = parsed
+                info = label_cache[label_key] = parsed
             value_text = parts[0]
             ts_text = parts[1] if len(parts) == 2 else None
         if name not in valid_names and not _remember_valid_name(name):
@@ -384,6 +505,7 @@ def _parse_lines(lines: list[str], state: _ParseState) -> None:
                 bucket_append((bound, value))
         elif name in sum_count_names:
             state.set_sum_or_count(name, labels, value)
+    return False
 
 
 def _after_eof(lines: list[str], eof_line_no: int, state: _ParseState) -> None:
@@ -439,7 +561,7 @@ def _parse_sample_line(line: str, openmetrics: bool) -> tuple[str, LabelInfo, fl
         return f"invalid metric name {name!r}"
     info = _NO_LABELS
     if label_text:
-        parsed = _LABEL_CACHE.get(label_text) or _label_info(label_text)
+        parsed = _LABEL_CACHE.get(label_text + "}") or _label_info(label_text)
         if isinstance(parsed, str):
             return parsed
         info = parsed
