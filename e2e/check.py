@@ -506,6 +506,12 @@ def check_kv(rep: Report, sidecar: list[Scrape], engine: list[Scrape], phases: l
         rep.figures["preemptions_overload"] = pre
 
 
+def _phase_max(scrapes: list[Scrape], span: PhaseSpan, name: str) -> float | None:
+    """Largest value of an unlabelled series over the scrapes taken during a phase."""
+    values = (x.value(name) for x in scrapes if span.start <= x.t <= span.end)
+    return max((v for v in values if v is not None), default=None)
+
+
 def phase_table(
     rep: Report,
     sidecar: list[Scrape],
@@ -537,36 +543,9 @@ def phase_table(
         def cq(q: float, ttfts: list[float] = ttfts) -> float | None:
             return empirical_quantile(ttfts, q) if ttfts else None
 
-        kv_max = max(
-            (
-                v
-                for x in sidecar
-                if p.start <= x.t <= p.end
-                for v in [x.value("phaselens_decode_kv_utilization_ratio")]
-                if v is not None
-            ),
-            default=None,
-        )
-        q_side = max(
-            (
-                v
-                for x in sidecar
-                if p.start <= x.t <= p.end
-                for v in [x.value("phaselens_prefill_queue_depth")]
-                if v is not None
-            ),
-            default=None,
-        )
-        q_eng = max(
-            (
-                v
-                for x in engine
-                if p.start <= x.t <= p.end
-                for v in [x.value("vllm:num_requests_waiting")]
-                if v is not None
-            ),
-            default=None,
-        )
+        kv_max = _phase_max(sidecar, p, "phaselens_decode_kv_utilization_ratio")
+        q_side = _phase_max(sidecar, p, "phaselens_prefill_queue_depth")
+        q_eng = _phase_max(engine, p, "vllm:num_requests_waiting")
         lo = s.value("phaselens_goodput_requests_per_second", bound="lower") if s else None
         up = s.value("phaselens_goodput_requests_per_second", bound="upper") if s else None
         itl50 = s.value("phaselens_itl_seconds", quantile="0.5") if s else None
