@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 from phaselens.analyzers.episodes import Episode, integrate, stretches
+from phaselens.model import Recommendation
 from phaselens.report.counters import increase_between
 from phaselens.report.frame import RunData
 
@@ -56,7 +57,6 @@ def _episodes(run: RunData, target: str) -> list[Episode]:
     preempt = run.series("phaselens_kv_preemptions_per_second", target)
     queue = run.series("phaselens_prefill_queue_depth", target)
     hit = run.series("phaselens_kv_prefix_cache_hit_ratio", target)
-    rate = run.series("phaselens_request_rate_per_second", target)
 
     if not kv.empty:
         joined = pd.concat([kv.rename("kv"), preempt.rename("preempt")], axis=1).fillna(0.0)
@@ -108,7 +108,6 @@ def _episodes(run: RunData, target: str) -> list[Episode]:
                     },
                 )
             )
-    del rate
     return sorted(found, key=lambda e: (e.start, e.kind))
 
 
@@ -273,25 +272,24 @@ def _pool_sentences(run: RunData) -> list[str]:
 
 
 def _recommendation_rows(run: RunData) -> list[dict[str, str]]:
-    grouped: dict[tuple[str, str], list[tuple[float, object]]] = {}
+    grouped: dict[tuple[str, str], list[tuple[float, Recommendation]]] = {}
     for ts, rec in run.recommendations:
         grouped.setdefault((rec.code, rec.target), []).append((ts, rec))
     rows: list[dict[str, str]] = []
     for (code, target), items in sorted(grouped.items(), key=lambda kv: kv[1][0][0]):
-        first_ts, first = items[0]
+        first_ts, rec = items[0]
         last_ts = items[-1][0]
-        rec = first
-        evidence = ", ".join(f"{k}={_fmt(v)}" for k, v in rec.evidence.items())  # type: ignore[attr-defined]
+        evidence = ", ".join(f"{k}={_fmt(v)}" for k, v in rec.evidence.items())
         rows.append(
             {
                 "code": code,
                 "target": target,
                 "when": f"{clock(run, first_ts - run.start)} to {clock(run, last_ts - run.start)}",
                 "times": str(len(items)),
-                "message": rec.message,  # type: ignore[attr-defined]
+                "message": rec.message,
                 "evidence": evidence,
-                "confidence": f"{rec.confidence:.2f}",  # type: ignore[attr-defined]
-                "action": rec.action,  # type: ignore[attr-defined]
+                "confidence": f"{rec.confidence:.2f}",
+                "action": rec.action,
             }
         )
     return rows
