@@ -136,7 +136,12 @@ def prefill_bottleneck(
 
 
 def decode_bottleneck(
-    load: PhaseLoad | None, scope: Scope, requests: float, t: Thresholds, pool: bool
+    load: PhaseLoad | None,
+    scope: Scope,
+    requests: float,
+    t: Thresholds,
+    pool: bool,
+    kv_pressure: bool = False,
 ) -> Recommendation | None:
     if load is None or load.decode_load < t.bottleneck_min_load:
         return None
@@ -147,6 +152,12 @@ def decode_bottleneck(
         message = (
             f"The decode pool is the bottleneck (imbalance {load.imbalance:.2f}, decode load "
             f"{load.decode_load:.0%}): add decode workers, i.e. lower the prefill:decode ratio."
+        )
+    elif kv_pressure:
+        message = (
+            f"Decode is the bottleneck (imbalance {load.imbalance:.2f}, decode load {load.decode_load:.0%}) "
+            "and the KV cache is what binds it (see KV_CACHE_PRESSURE): add replicas or KV capacity; "
+            "lowering max_num_seqs trades throughput for fewer preemptions."
         )
     else:
         message = (
@@ -289,8 +300,11 @@ def recommend_for_target(f: TargetFindings, settings: Settings, idle: bool) -> l
     found.append(pressure)
     if f.scope.role == "aggregated":
         found.append(prefill_bottleneck(f.phase, f.scope, f.requests_in_window, t, pool=False))
-        if pressure is None:  # KV pressure is the more specific diagnosis of a decode bottleneck
-            found.append(decode_bottleneck(f.phase, f.scope, f.requests_in_window, t, pool=False))
+        # With KV pressure too, the bottleneck line names the cause: the operator sees which phase
+        # binds (the question the autoscalers split on) and why.
+        found.append(
+            decode_bottleneck(f.phase, f.scope, f.requests_in_window, t, pool=False, kv_pressure=pressure is not None)
+        )
     found.append(enable_prefix_caching(f, t))
     found.append(low_prefix_reuse(f, t))
     found.append(slo_at_risk(f, settings))

@@ -2,8 +2,12 @@
 
 Each request is streamed (`/v1/completions`, `stream: true`, usage in the last chunk) so the client
 sees its own time to first token and time per output token. One JSON line per request goes to the
-ground-truth file, plus one line per phase boundary. Closed-loop clients: `concurrency` workers each
-send the next request as soon as the previous one ends, until the phase's time is up.
+ground-truth file, plus one line per phase boundary. Closed-loop phases: `concurrency` workers each
+send the next request as soon as the previous one ends, until the phase's time is up. Open-loop
+phases (`@A-B` in place of the concurrency): Poisson arrivals whose rate moves linearly from A to B
+requests per second over the phase, each request sent whatever is still in flight; production
+traffic ramps like this, and it is what queueing predictions are judged on (a closed-loop step
+puts every new request into the engine in the same instant, before any scrape can see it).
 
 In P/D mode a request goes in two steps, as a P/D proxy does it: the prompt goes to the prefill
 server with `max_tokens: 1` and `do_remote_decode`, then the same prompt goes, streamed, to the
@@ -12,6 +16,7 @@ both steps (what a user behind the proxy sees).
 
 Usage: python e2e/loadgen.py --url http://127.0.0.1:8011 --out gt.jsonl --phases steady:20:2:20-60:16-48 ...
 Phase syntax: NAME:SECONDS:CONCURRENCY:PROMPT_WORDS_MIN-MAX:OUTPUT_TOKENS_MIN-MAX[:prefix]
+              NAME:SECONDS:@RATE_START-RATE_END:...  (open loop, requests per second)
 """
 
 from __future__ import annotations
@@ -51,6 +56,14 @@ class Phase:
     prompt_words: tuple[int, int]
     output_tokens: tuple[int, int]
     shared_prefix: bool = False
+    rate: tuple[float, float] | None = None  # open loop: arrivals/s at the phase's start and end
+
+    def rate_at(self, elapsed: float) -> float:
+        """Open-loop arrival rate `elapsed` seconds into the phase (linear ramp)."""
+        if self.rate is None:
+            return 0.0
+        share = min(1.0, max(0.0, elapsed / self.seconds)) if self.seconds > 0 else 1.0
+        return self.rate[0] + share * (self.rate[1] - self.rate[0])
 
     @classmethod
     def parse(cls, text: str) -> Phase:
@@ -66,7 +79,14 @@ class Phase:
                 raise ValueError(f"bad range {s!r} in phase {text!r}")
             return a, b
 
-        phase = cls(name, float(seconds), int(conc), span(pw), span(ot), len(parts) == 6)
+        rate: tuple[float, float] | None = None
+        if conc.startswith("@"):
+            lo, _, hi = conc[1:].partition("-")
+            rate = (float(lo), float(hi or lo))
+            if min(rate) < 0 or max(rate) <= 0:
+                raise ValueError(f"bad arrival rate {conc!r} in phase {text!r}")
+            conc = "0"
+        phase = cls(name, float(seconds), int(conc), span(pw), span(ot), len(parts) == 6, rate)
         if phase.seconds < 0 or phase.concurrency < 0:
             raise ValueError(f"negative duration or concurrency in phase {text!r}")
         return phase
@@ -280,21 +300,45 @@ async def run_phase(
 ) -> list[RequestRecord]:
     if lag is not None:
         lag.take()
-    writer.event("phase_start", phase=phase.name, concurrency=phase.concurrency)
-    deadline = time.monotonic() + phase.seconds
+    writer.event("phase_start", phase=phase.name, concurrency=phase.concurrency, rate=phase.rate)
+    began = time.monotonic()
+    deadline = began + phase.seconds
     done: list[RequestRecord] = []
+
+    async def send() -> None:
+        counter[0] += 1
+        n_words = rng.randint(*phase.prompt_words)
+        prompt = random_prompt(rng, n_words, SHARED_PREFIX if phase.shared_prefix else "")
+        rec = RequestRecord(id=f"r{counter[0]:05d}", phase=phase.name, prefix=phase.shared_prefix)
+        await one_request(session, url, prompt, rng.randint(*phase.output_tokens), rec, prefill_url)
+        writer.request(rec)
+        done.append(rec)
 
     async def worker() -> None:
         while time.monotonic() < deadline:
-            counter[0] += 1
-            n_words = rng.randint(*phase.prompt_words)
-            prompt = random_prompt(rng, n_words, SHARED_PREFIX if phase.shared_prefix else "")
-            rec = RequestRecord(id=f"r{counter[0]:05d}", phase=phase.name, prefix=phase.shared_prefix)
-            await one_request(session, url, prompt, rng.randint(*phase.output_tokens), rec, prefill_url)
-            writer.request(rec)
-            done.append(rec)
+            await send()
 
-    if phase.concurrency == 0:
+    async def arrivals() -> None:
+        # Poisson process with a time-varying rate, by thinning (Lewis-Shedler): candidates at the
+        # phase's peak rate, each kept with probability rate(t) / peak.
+        assert phase.rate is not None
+        peak = max(phase.rate)
+        in_flight: set[asyncio.Task[None]] = set()
+        while True:
+            await asyncio.sleep(rng.expovariate(peak))
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if rng.random() * peak <= phase.rate_at(now - began):
+                task = asyncio.get_running_loop().create_task(send())
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+        if in_flight:
+            await asyncio.gather(*in_flight)
+
+    if phase.rate is not None:
+        await arrivals()
+    elif phase.concurrency == 0:
         await asyncio.sleep(phase.seconds)
     else:
         await asyncio.gather(*(worker() for _ in range(phase.concurrency)))

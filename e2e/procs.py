@@ -117,3 +117,29 @@ def raise_own_priority(niceness: int = -10) -> int:
     with contextlib.suppress(PermissionError, OSError):
         os.setpriority(os.PRIO_PROCESS, 0, niceness)
     return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def pin_group(proc: Proc, cpus: set[int]) -> int:
+    """Set the CPU affinity of every thread of every process in proc's group; returns threads pinned.
+
+    Launching under `taskset` is not enough for vLLM's CPU build: its worker re-binds its main
+    (compute) thread from VLLM_CPU_OMP_THREADS_BIND, and in a P/D run both engines' compute threads
+    were seen on the same core, which starved one engine for ~30 s at a time. Run once the server is
+    up, when every thread exists.
+    """
+    pgid = proc.popen.pid
+    pinned = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != pgid:
+                continue
+            tids = [int(t.name) for t in (entry / "task").iterdir()]
+        except (ProcessLookupError, PermissionError, FileNotFoundError, OSError):
+            continue
+        for tid in tids:
+            with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
+                os.sched_setaffinity(tid, cpus)
+                pinned += 1
+    return pinned

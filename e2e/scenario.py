@@ -77,6 +77,7 @@ class Server:
     log: str
     env: dict[str, str]
     extra: tuple[str, ...] = ()
+    cpus: str | None = None  # taskset CPU list for the whole server process tree
 
     @property
     def base(self) -> str:
@@ -84,7 +85,9 @@ class Server:
 
 
 def engine_argv(python: str, model: Path, server: Server, num_blocks: int, max_seqs: int) -> list[str]:
+    pin = ["taskset", "-c", server.cpus] if server.cpus is not None else []
     return [
+        *pin,
         python,
         "-m",
         "vllm.entrypoints.openai.api_server",
@@ -122,15 +125,24 @@ def servers_for(scenario: str, nixl_dir: Path) -> list[Server]:
     base_env = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "TRANSFORMERS_OFFLINE": "1"}
     if scenario == "aggregated":
         return [Server("aggregated", 8011, "server.log", dict(base_env))]
-    kv = '{"kv_connector":"NixlConnector","kv_role":"kv_both","kv_buffer_device":"cpu"}'
+    # num_threads 1: vLLM asks NIXL's UCX backend for 4 threads by default; one core per engine here
+    kv = (
+        '{"kv_connector":"NixlConnector","kv_role":"kv_both","kv_buffer_device":"cpu",'
+        '"kv_connector_extra_config":{"num_threads":1}}'
+    )
     nixl_env = {
         **base_env,
         "NIXL_TELEMETRY_ENABLE": "y",
         "NIXL_TELEMETRY_DIR": str(nixl_dir),
         "VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1",
     }
-    # Pinning each engine's worker to its own core: unpinned, the two workers fight over both
-    # cores and decode degrades to ~0.45 s per token (REAL-ENGINE.md).
+    # Each engine's whole process tree (API server, engine core, worker, NIXL's UCX progress thread)
+    # on its own core. Unpinned, the two workers fight over both cores and decode degrades to ~0.45 s
+    # per token (REAL-ENGINE.md). Pinning only the worker's OpenMP threads (VLLM_CPU_OMP_THREADS_BIND)
+    # was not enough: the worker's busy-polling message-queue reader and the UCX progress thread
+    # each spin at 80-100 % of a core, and with four such threads on two cores the decode engine
+    # stalled for ~28 s at a time (seen with a real-time `top -H` beside a run); each spinner now
+    # only takes turns with its own engine.
     return [
         Server(
             "prefill",
@@ -138,6 +150,7 @@ def servers_for(scenario: str, nixl_dir: Path) -> list[Server]:
             "prefill.log",
             {**nixl_env, "VLLM_NIXL_SIDE_CHANNEL_PORT": "5601", "VLLM_CPU_OMP_THREADS_BIND": "0"},
             ("--kv-transfer-config", kv),
+            "0",
         ),
         Server(
             "decode",
@@ -145,6 +158,7 @@ def servers_for(scenario: str, nixl_dir: Path) -> list[Server]:
             "decode.log",
             {**nixl_env, "VLLM_NIXL_SIDE_CHANNEL_PORT": "5602", "VLLM_CPU_OMP_THREADS_BIND": "1"},
             ("--kv-transfer-config", kv),
+            "1",
         ),
     ]
 
@@ -200,6 +214,13 @@ async def warm(servers: list[Server], pd: bool) -> list[loadgen.RequestRecord]:
     return done
 
 
+def pin_servers(servers: list[Server], started: list[procs.Proc]) -> None:
+    for s, proc in zip(servers, started, strict=False):
+        if s.cpus is not None:
+            cpus = {int(c) for c in s.cpus.split(",")}
+            print(f"[scenario] {s.role}: {procs.pin_group(proc, cpus)} threads on CPU {s.cpus}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenario", choices=["aggregated", "pd"])
@@ -215,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sidecar-port", type=int, default=9470)
     ap.add_argument("--phases", nargs="+", help="override the scenario's load phases (loadgen syntax)")
     ap.add_argument("--ready-timeout", type=float, default=400.0)
+    ap.add_argument("--seed", type=int, default=0, help="load client's random seed (prompts, arrivals)")
     args = ap.parse_args(argv)
 
     pd = args.scenario == "pd"
@@ -240,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "roles": [s.role for s in servers],
         "phases": [asdict(p) for p in phases],
         "sidecar": not args.no_sidecar,
+        "seed": args.seed,
     }
     ok = False
     try:
@@ -249,9 +272,11 @@ def main(argv: list[str] | None = None) -> int:
                 started.append(procs.start(s.role, argv_, out / s.log, env=s.env))
             for s in servers:
                 procs.wait_http(f"{s.base}/health", args.ready_timeout, started)
+            pin_servers(servers, started)
         with timings.step("warm_up"), (out / "ground_truth.jsonl").open("a") as gt:
             for rec in asyncio.run(warm(servers, pd)):
                 gt.write(rec.as_json() + "\n")
+            pin_servers(servers, started)  # again: NIXL starts its threads at the first transfer
         if not args.no_sidecar:
             with timings.step("sidecar_start"):
                 cmd = args.phaselens.split()
@@ -285,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                     servers[-1].base,
                     phases,
                     out / "ground_truth.jsonl",
+                    seed=args.seed,
                     prefill_url=servers[0].base if pd else None,
                 )
             )

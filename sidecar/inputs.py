@@ -90,7 +90,19 @@ class SideInputs:
                 )
             self.transfers.extend(sorted((t for t in timed if t.time is not None), key=lambda t: t.time or 0.0))
             return
-        self.transfers.extend(poll.transfers)
+        if not self._rings_read:
+            self._rings_read = True
+            # The first read finds what the rings held before this sidecar started (since the
+            # engine started, or since the previous sidecar's last read). Format v2+ events have
+            # no time, so that backlog would all land in the current window as if it had just
+            # happened (seen live: a slow warm-up transfer gave a TTFT share of 1.0 at idle).
+            backlog = [t for t in poll.transfers if t.time is None or t.time >= now]
+            skipped = {id(t) for t in backlog}
+            if backlog:
+                log_event(_log, "nixl_ring_backlog_skipped", logging.INFO, transfers=len(backlog))
+            self.transfers.extend(t for t in poll.transfers if id(t) not in skipped)
+        else:
+            self.transfers.extend(poll.transfers)
         self.ring_errors.extend(poll.errors)
 
     def _poll_logs(self, now: float) -> None:

@@ -143,6 +143,15 @@ def test_burst_phase_is_decode_bound_with_a_real_backlog(aggregated_ticks: list[
     assert backlog is not None and backlog > 0
 
 
+def test_burst_names_decode_the_bottleneck_and_the_kv_cache_as_its_cause(aggregated_ticks: list[Tick]) -> None:
+    burst = [aggregated_ticks[i] for i in BURST]
+    both = [t for t in burst if {"KV_CACHE_PRESSURE", "DECODE_BOTTLENECK"} <= t.codes()]
+    assert both, [sorted(t.codes()) for t in burst]
+    rec = next(r for r in both[0].recommendations if r.code == "DECODE_BOTTLENECK")
+    assert "KV_CACHE_PRESSURE" in rec.message
+    assert float(rec.evidence["imbalance_ratio"]) <= SETTINGS.thresholds.bottleneck_imbalance_low
+
+
 def test_idle_recommends_nothing(aggregated_ticks: list[Tick]) -> None:
     for i in (*IDLE_START, *IDLE_END):
         assert aggregated_ticks[i].recommendations == [], (i, aggregated_ticks[i].codes())

@@ -77,6 +77,18 @@ def _decode_window(pd_dir: Path, last: int) -> TargetWindow:
     return window
 
 
+def _ring_rate(signals: list) -> float | None:  # type: ignore[type-arg]
+    return next(
+        (
+            s.value
+            for s in signals
+            if s.name == "phaselens_nixl_transfer_bytes_per_second"
+            and label_value(s.labels, "source") == "telemetry_ring"
+        ),
+        None,
+    )
+
+
 def test_live_stage_consumes_the_ring_and_exports_ring_and_metric_sources(
     pd_dir: Path, fixtures_dir: Path, tmp_path: Path
 ) -> None:
@@ -87,6 +99,45 @@ def test_live_stage_consumes_the_ring_and_exports_ring_and_metric_sources(
     ring.chmod(0o644)
     write_pos, read_pos = struct.unpack_from("<QQ", ring.read_bytes(), 0)
     assert read_pos != write_pos  # NIXL left unread events
+    # The sidecar starts while the producer's write position is still at the reader's: the 110
+    # transfers are written after the start (restored below, between the two polls).
+    with ring.open("r+b") as f:
+        f.write(struct.pack("<Q", read_pos))
+
+    window = _decode_window(pd_dir, 269)
+    now = window.latest.time if window.latest else 0.0
+    stage = NixlStage(Settings(nixl_telemetry_dir=str(ring_dir)))
+    targets = {"decode": (Target("decode", "decode", "x"), window)}
+    first, _ = stage(now, targets)
+    assert _ring_rate(first) in (None, 0.0)
+    with ring.open("r+b") as f:
+        f.write(struct.pack("<Q", write_pos))
+    signals, _ = stage(now + 1.0, targets)
+    stage.close()
+
+    sources = {label_value(s.labels, "source") for s in signals}
+    assert {"telemetry_ring", "vllm_metrics"} <= sources
+    ring_rate = _ring_rate(signals)
+    assert ring_rate is not None
+    # All 110 transfers (31,883,264 bytes, checked against the engine in the ring tests) read in this poll.
+    assert abs(ring_rate * Settings().window_seconds - 31_883_264) < 1.0
+    # Consumer mode: the sidecar advanced read_pos to write_pos as NIXL's own reader does.
+    new_write, new_read = struct.unpack_from("<QQ", ring.read_bytes(), 0)
+    assert new_read == new_write == write_pos
+
+
+def test_live_stage_leaves_the_rings_backlog_at_start_out_of_the_window(
+    pd_dir: Path, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """v2+ ring events have no time: what the ring held before the sidecar started cannot be
+    placed in the window, so it is consumed but not counted as if it had just happened."""
+    ring_dir = tmp_path / "nixl"
+    ring_dir.mkdir()
+    ring = ring_dir / DECODE_AGENT
+    shutil.copy(fixtures_dir / PD / "nixl-telemetry" / DECODE_AGENT, ring)
+    ring.chmod(0o644)
+    write_pos, read_pos = struct.unpack_from("<QQ", ring.read_bytes(), 0)
+    assert read_pos != write_pos
 
     window = _decode_window(pd_dir, 269)
     now = window.latest.time if window.latest else 0.0
@@ -94,14 +145,7 @@ def test_live_stage_consumes_the_ring_and_exports_ring_and_metric_sources(
     signals, _ = stage(now, {"decode": (Target("decode", "decode", "x"), window)})
     stage.close()
 
-    sources = {label_value(s.labels, "source") for s in signals}
-    assert {"telemetry_ring", "vllm_metrics"} <= sources
-    ring_rate = next(
-        s.value for s in signals
-        if s.name == "phaselens_nixl_transfer_bytes_per_second" and label_value(s.labels, "source") == "telemetry_ring"
-    )
-    # All 110 transfers (31,883,264 bytes, checked against the engine in the ring tests) read in this poll.
-    assert abs(ring_rate * Settings().window_seconds - 31_883_264) < 1.0
-    # Consumer mode: the sidecar advanced read_pos to write_pos as NIXL's own reader does.
+    assert _ring_rate(signals) in (None, 0.0)
+    assert any(label_value(s.labels, "source") == "vllm_metrics" for s in signals)
     new_write, new_read = struct.unpack_from("<QQ", ring.read_bytes(), 0)
-    assert new_read == new_write == write_pos
+    assert new_read == new_write == write_pos  # consumed all the same
