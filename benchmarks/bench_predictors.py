@@ -21,6 +21,13 @@ Headline SLO 0.5 s (the issue's target); 0.25 s (the e2e runs' own setting) as a
 * Two starts: `cold` (fresh model) and `cross` (model state learned online, from the engines' own
   histogram labels, on the OTHER recordings: the bundled capture and every other run given; then
   restored through the state dict as after a restart). Train on one run, test on another.
+* Recording a real overload run for it (open-loop Poisson arrivals whose rate ramps past capacity,
+  then recovery; `e2e/loadgen.py` phase syntax `NAME:SECONDS:@RATE0-RATE1:...`):
+      python e2e/scenario.py aggregated --out e2e/out/openloop-2 --seed 2 --phases idle:10:0:0-0:0-0 \
+        light:20:@0.5-0.5:100-250:60-150 ramp:50:@0.5-12:100-250:60-150 \
+        overload:20:@10-10:100-250:60-150 recovery:40:@0.5-0.5:100-250:60-150 idle2:10:0:0-0:0-0
+  The e2e scenario's closed-loop step (4 -> 32 clients in one instant) puts every new request into
+  the engine before any scrape can see it; production traffic ramps, as these runs do.
 * Coverage of the 10-90 % wait intervals against the client-measured queue wait, taken as TTFT minus
   the median TTFT of requests that arrived to an empty queue (a stated proxy: the client cannot see
   the queue wait itself).

@@ -103,3 +103,48 @@ async def test_http_error_is_recorded_not_raised(aiohttp_client) -> None:  # typ
     out = await loadgen.one_request(client.session, str(client.make_url("")).rstrip("/"), "x", 4, rec)
     assert out.outcome.startswith("error: RuntimeError: HTTP 400")
     assert out.ttft is None and out.end >= out.start
+
+
+def test_open_loop_phase_parses_a_rate_ramp() -> None:
+    p = loadgen.Phase.parse("ramp:50:@1-20:40-120:20-60")
+    assert p.rate == (1.0, 20.0) and p.concurrency == 0
+    assert p.rate_at(0.0) == 1.0 and p.rate_at(25.0) == 10.5 and p.rate_at(80.0) == 20.0
+    assert loadgen.Phase.parse("hold:10:@5:1-2:1-2").rate == (5.0, 5.0)
+    for bad in ("x:1:@0-0:1-2:1-2", "x:1:@-1-2:1-2:1-2", "x:1:@a:1-2:1-2"):
+        with pytest.raises(ValueError):
+            loadgen.Phase.parse(bad)
+
+
+async def test_open_loop_phase_sends_poisson_arrivals_without_waiting_for_answers(aiohttp_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Arrivals keep coming while earlier requests are still in flight (each answer takes 0.5 s)."""
+    import asyncio
+
+    in_flight = [0, 0]  # now, peak
+
+    async def slow(_request: web.Request) -> web.StreamResponse:
+        in_flight[0] += 1
+        in_flight[1] = max(in_flight[1], in_flight[0])
+        await asyncio.sleep(0.5)
+        in_flight[0] -= 1
+        resp = web.StreamResponse()
+        await resp.prepare(_request)
+        usage = {"prompt_tokens": 3, "completion_tokens": 1}
+        await resp.write(b"data: " + json.dumps({"choices": [{"text": "a"}], "usage": usage}).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/completions", slow)
+    client = await aiohttp_client(app)
+    phase = loadgen.Phase.parse("hold:2:@20:1-2:1-1")
+    with (tmp_path / "gt.jsonl").open("a") as stream:
+        done = await loadgen.run_phase(
+            client.session, str(client.make_url("")).rstrip("/"), phase, loadgen.GroundTruthWriter(stream),
+            random.Random(7), [0],
+        )  # fmt: skip
+    # 40 expected (Poisson, sd 6.3); every request finished and was recorded
+    assert 15 <= len(done) <= 70
+    assert all(r.outcome == "ok" for r in done)
+    assert in_flight[1] >= 4  # a closed loop with one worker would never exceed 1
+    starts = sorted(r.start for r in done)
+    assert starts[-1] - starts[0] <= 2.2
