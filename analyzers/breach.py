@@ -175,6 +175,84 @@ class BreachPredictor:
         return cls(weights=weights, bias=bias, grad_sq=grad_sq, examples=examples)
 
 
+# ----------------------------------------------------------------------------- recalibration
+
+STRATA: tuple[str, ...] = ("idle", "busy", "queued")
+
+
+def load_stratum(waiting: float, running: float) -> str:
+    """The engine's state at the last scrape: idle (<= 1 request, no queue), busy, or queued."""
+    if waiting >= 0.5:
+        return "queued"
+    return "idle" if running <= 1.0 else "busy"
+
+
+@dataclass
+class BinnedRecalibration:
+    """Online histogram-binning recalibration of the regression's output, per load stratum.
+
+    Histogram binning (Zadrozny & Elkan, ICML 2001): the published probability for a raw score in
+    bin b is the observed breach share of the labelled arrivals whose raw score fell in b, shrunk
+    toward the raw score by `prior_requests` pseudo-arrivals:
+
+        p = (prior_requests * raw + breaches_b) / (prior_requests + arrivals_b)
+
+    Bins are the 10 equal-width bins the ECE is scored on, kept separately per stratum (idle, busy,
+    queued at the last scrape), so the hundreds of labelled arrivals of an overload cannot move the
+    probability published for a quiet engine, whose own arrivals are few. Counts decay with a
+    half-life in seconds so that the table follows a workload that changes.
+    """
+
+    bins: int = 10
+    prior_requests: float = 5.0
+    half_life_seconds: float = 600.0
+    cells: dict[tuple[str, int], list[float]] = field(default_factory=dict)  # -> [breaches, arrivals, time]
+
+    def _bin(self, raw: float) -> int:
+        return min(self.bins - 1, max(0, int(raw * self.bins)))
+
+    def _decayed(self, cell: list[float], now: float) -> tuple[float, float]:
+        age = max(0.0, now - cell[2])
+        keep = 0.5 ** (age / self.half_life_seconds) if self.half_life_seconds > 0 else 1.0
+        return cell[0] * keep, cell[1] * keep
+
+    def apply(self, stratum: str, raw: float, now: float) -> float:
+        cell = self.cells.get((stratum, self._bin(raw)))
+        if cell is None:
+            return raw
+        breaches, arrivals = self._decayed(cell, now)
+        return _clamp((self.prior_requests * raw + breaches) / (self.prior_requests + arrivals), 0.0, 1.0)
+
+    def update(self, stratum: str, raw: float, outcome: float, arrivals: float, now: float) -> None:
+        if arrivals <= 0 or not 0.0 <= outcome <= 1.0:
+            return
+        key = (stratum, self._bin(raw))
+        cell = self.cells.get(key)
+        breaches, total = self._decayed(cell, now) if cell is not None else (0.0, 0.0)
+        self.cells[key] = [breaches + outcome * arrivals, total + arrivals, now]
+
+    def to_state(self) -> list[list[Any]]:
+        return [[stratum, b, *cell] for (stratum, b), cell in sorted(self.cells.items())]
+
+    @classmethod
+    def from_state(cls, rows: Any) -> BinnedRecalibration:
+        out = cls()
+        try:
+            for stratum, b, breaches, arrivals, when in rows or []:
+                values = (float(breaches), float(arrivals), float(when))
+                if (
+                    stratum in STRATA
+                    and isinstance(b, int)
+                    and 0 <= b < out.bins
+                    and all(math.isfinite(v) for v in values)
+                    and 0.0 <= values[0] <= values[1]
+                ):
+                    out.cells[(stratum, b)] = list(values)
+        except (TypeError, ValueError):
+            return cls()
+        return out
+
+
 # ----------------------------------------------------------------------------- calibration
 
 
@@ -329,6 +407,8 @@ class PendingPrediction:
     probability: float
     tally: TtftTally
     shift: float = 0.0  # typical within-SLO TTFT when predicted: aligns first tokens to arrivals
+    raw: float | None = None  # the regression's own output, before recalibration
+    stratum: str = "busy"  # load stratum at the prediction (BinnedRecalibration)
 
 
 # ----------------------------------------------------------------------------- per-arrival labels
@@ -357,7 +437,7 @@ def within_at(marks: Sequence[ArrivalMark], t: float) -> float | None:
 
 
 def arrival_breach_outcome(
-    marks: Sequence[ArrivalMark], start: float, end: float, shift: float
+    marks: Sequence[ArrivalMark], start: float, end: float, shift: float, slo: float | None = None
 ) -> tuple[float, float] | None:
     """(fraction of the requests that ARRIVED in (start, end] which missed the SLO, their number).
 
@@ -367,12 +447,29 @@ def arrival_breach_outcome(
     whether or not its first token has come yet: this is the per-request, per-arrival event a client
     scores, unlike the fraction of first tokens, which describes requests that arrived long ago.
     None without arrivals, before the marks reach `end + shift`, or across a counter reset.
+
+    With `slo`, sparse traffic is counted exactly instead: the cancellation above needs arrivals on
+    both sides of each edge, and with a request every few seconds part of a fast first token is
+    interpolated into a neighbouring interval that has no arrivals (so no label), which made quiet
+    periods look like ~10 % breaches. An in-SLO first token comes within `slo` of its arrival, so:
+    when no request arrived from the last mark at or before `start - slo` to `start`, nothing can
+    spill in and the count starts at `start`; when none arrived from `end` to the first mark at or
+    after `end + slo`, every in-SLO first token of this interval's arrivals came by that mark, and
+    only theirs, so the count runs to it.
     """
     by_time = {m.time: m for m in marks}
     if start not in by_time or end not in by_time:
         return None
     n = by_time[end].arrivals - by_time[start].arrivals
-    lo, hi = within_at(marks, start + shift), within_at(marks, end + shift)
+    lo_time, hi_time = start + shift, end + shift
+    if slo is not None:
+        earlier = max((m for m in marks if m.time <= start - slo), key=lambda m: m.time, default=None)
+        if earlier is not None and by_time[start].arrivals - earlier.arrivals < 0.5:
+            lo_time = start
+        later = min((m for m in marks if m.time >= end + slo), key=lambda m: m.time, default=None)
+        if later is not None and later.arrivals - by_time[end].arrivals < 0.5:
+            hi_time = max(hi_time, later.time)
+    lo, hi = within_at(marks, lo_time), within_at(marks, hi_time)
     if n < 0.5 or lo is None or hi is None:
         return None
     within = hi - lo

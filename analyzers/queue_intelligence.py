@@ -47,6 +47,7 @@ class _GroupState:
 @dataclass
 class _TargetState:
     predictor: br.BreachPredictor = field(default_factory=br.BreachPredictor)
+    recalibration: br.BinnedRecalibration = field(default_factory=br.BinnedRecalibration)
     calibration: br.RollingCalibration = field(default_factory=br.RollingCalibration)
     profile: patterns.DailyProfile = field(default_factory=patterns.DailyProfile)
     groups: dict[str, _GroupState] = field(default_factory=dict)
@@ -253,21 +254,29 @@ class QueueIntelligence:
                 gstate.pending.popleft()  # its marks are gone (memory, reset, no counter): no label
                 continue
             end = next((m.time for m in marks if m.time > pending.time), None)
-            if end is None or marks[-1].time < end + pending.shift:
+            if end is None or marks[-1].time < end + max(pending.shift, slo):
                 break  # the arrivals after it are not all known to have had their chance yet
             gstate.pending.popleft()
-            result = br.arrival_breach_outcome(list(gstate.marks), pending.time, end, pending.shift)
+            result = br.arrival_breach_outcome(list(gstate.marks), pending.time, end, pending.shift, slo)
             if result is None:
                 continue
             outcome, n = result
             tstate.calibration.add(pending.probability, outcome, n)
-            tstate.predictor.update(pending.features, outcome, n)
-        # 2. predict now
+            if pending.stratum != "idle":
+                tstate.predictor.update(pending.features, outcome, n)
+            if pending.raw is not None:
+                tstate.recalibration.update(pending.stratum, pending.raw, outcome, n, now)
+        # 2. predict now: the regression, then its recalibration for the engine's load stratum
         features = self.features(window, group, obs, waits, rho, slo)
-        probability = tstate.predictor.predict(features)
+        stratum = br.load_stratum(obs.waiting, obs.running)
+        # An idle engine has no queueing dynamics for the regression's corrections to describe
+        # (they are learned under load, from hundreds of arrivals): there the raw score is the
+        # queueing model's own probability, and only the idle bins recalibrate it.
+        raw = _sigmoid(features.values[0]) if stratum == "idle" else tstate.predictor.predict(features)
+        probability = tstate.recalibration.apply(stratum, raw, now)
         self.last_structural_probability[(labels["target"], _group_key(group))] = _sigmoid(features.values[0])
         shift = min(slo, obs.ttft_p50_seconds) if obs.ttft_p50_seconds is not None else slo / 2
-        gstate.pending.append(br.PendingPrediction(now, features, probability, tally, shift))
+        gstate.pending.append(br.PendingPrediction(now, features, probability, tally, shift, raw, stratum))
         while len(gstate.pending) > self.tuning.max_pending:
             gstate.pending.popleft()
         if probability >= self.tuning.breach_recommendation_probability and obs.arrival_rate:
@@ -341,9 +350,9 @@ class QueueIntelligence:
             breach_fraction = outcome[0] if outcome is not None else None
         by_model = {w.model: w.point for w in waits}
         predicted_wait = by_model.get("little", by_model.get("erlang_c", 0.0))
-        structural = self._structural_probability(window, group, obs, predicted_wait, slo, breach_fraction)
         waiting_series = window.gauge_series(cn.REQUESTS_WAITING, group, horizon=short)
         growth = patterns.linear_slope(waiting_series) or 0.0
+        structural = self._structural_probability(window, group, obs, predicted_wait, slo, breach_fraction)
         return br.make_features(
             slo_seconds=slo,
             structural_probability=structural,
@@ -378,7 +387,7 @@ class QueueIntelligence:
             found = qm.probability_total_exceeds(slo, service.buckets, predicted_wait, scv)
             if found is not None:
                 # shrink toward the middle by the sample size: 0 breaches in 5 requests is not p = 0
-                found = (found * service.count + 0.5) / (service.count + 1)
+                found = (found * service.count + 0.05) / (service.count + 0.1)
         if found is None:
             found = recent_breach_fraction if recent_breach_fraction is not None else 0.01
         return found
@@ -460,6 +469,7 @@ class QueueIntelligence:
             "targets": {
                 name: {
                     "predictor": t.predictor.to_state(),
+                    "recalibration": t.recalibration.to_state(),
                     "calibration": t.calibration.to_state(),
                     "profile": t.profile.to_state(),
                     "groups": {
@@ -484,6 +494,7 @@ class QueueIntelligence:
                 continue
             t = _TargetState(
                 predictor=br.BreachPredictor.from_state(raw.get("predictor") or {}),
+                recalibration=br.BinnedRecalibration.from_state(raw.get("recalibration")),
                 calibration=br.RollingCalibration.from_state(raw.get("calibration")),
                 profile=patterns.DailyProfile.from_state(raw.get("profile") or {}),
             )

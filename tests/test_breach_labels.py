@@ -78,3 +78,45 @@ def test_burst_after_a_quiet_tick_labels_that_tick_by_its_arrivals() -> None:
     assert len(rows) == len(burst) + len(quiet)
     structural = qi.last_structural_probability[("t", "m|0")]
     assert 0.0 < structural < 1.0
+    # every labelled prediction was made at an idle engine (nothing queued or running at the
+    # scrape): they recalibrate the idle bins, the burst included, and never train the regression
+    state = qi.to_state()["targets"]["t"]
+    assert state["predictor"]["examples"] == 0
+    idle_arrivals = sum(row[3] for row in state["recalibration"] if row[0] == "idle")
+    assert idle_arrivals == pytest.approx(20 + 2 * len(quiet), rel=0.02)  # decayed over ~15 s
+
+
+def test_sparse_arrival_is_not_scored_a_breach_by_interpolation() -> None:
+    """One request in (1, 2], first token within the SLO at ~2.2 s, nothing else for seconds: the
+    shifted window (1.3, 2.3] interpolates only part of that token in, which used to read as a
+    partial breach (quiet periods looked like ~10 % breaches). With the SLO known, the count runs
+    to the next quiet mark and starts at `start` when nothing arrived before it."""
+    marks = [_mark(0.0, 0, 0), _mark(1.0, 0, 0), _mark(2.0, 1, 0), _mark(3.0, 1, 1), _mark(4.0, 1, 1)]
+    plain = br.arrival_breach_outcome(marks, 1.0, 2.0, 0.3)
+    assert plain is not None and plain[0] == pytest.approx(0.7)  # the interpolation artefact
+    assert br.arrival_breach_outcome(marks, 1.0, 2.0, 0.3, slo=0.5) == (0.0, 1)
+    # a genuine breach stays one: the first token came only at ~3.5 s (after the SLO)
+    late = [_mark(0.0, 0, 0), _mark(1.0, 0, 0), _mark(2.0, 1, 0), _mark(3.0, 1, 0), _mark(4.0, 1, 0)]
+    assert br.arrival_breach_outcome(late, 1.0, 2.0, 0.3, slo=0.5) == (1.0, 1)
+    # when more requests arrive right after, the count stays at end + shift (they are not ours)
+    busy = [_mark(0.0, 0, 0), _mark(1.0, 0, 0), _mark(2.0, 1, 0), _mark(3.0, 6, 1), _mark(4.0, 6, 6)]
+    got = br.arrival_breach_outcome(busy, 1.0, 2.0, 0.3, slo=0.5)
+    assert got is not None and got[0] == pytest.approx(0.7)
+
+
+def test_recalibration_learns_per_stratum_and_decays() -> None:
+    recal = br.BinnedRecalibration(prior_requests=5.0, half_life_seconds=100.0)
+    assert recal.apply("idle", 0.3, 0.0) == 0.3  # nothing learned: the raw score
+    # under load, raw 0.3 turned out to be a 90 % breach rate (100 arrivals)
+    recal.update("queued", 0.35, 0.9, 100.0, 0.0)
+    assert recal.apply("queued", 0.31, 0.0) == pytest.approx((5 * 0.31 + 90) / 105)
+    assert recal.apply("idle", 0.31, 0.0) == 0.31  # the quiet stratum is not moved by it
+    assert recal.apply("queued", 0.75, 0.0) == 0.75  # nor another bin
+    # one half-life later the evidence counts half
+    assert recal.apply("queued", 0.31, 100.0) == pytest.approx((5 * 0.31 + 45) / 55)
+    restored = br.BinnedRecalibration.from_state(recal.to_state())
+    assert restored.apply("queued", 0.31, 0.0) == pytest.approx(recal.apply("queued", 0.31, 0.0))
+    # damaged state: what cannot be read is dropped, never raised
+    assert br.BinnedRecalibration.from_state([["queued", 3, 5.0, 1.0, 0.0], ["nope", 1, 0, 1, 0]]).cells == {}
+    assert br.BinnedRecalibration.from_state("garbage").cells == {}
+    assert br.load_stratum(0, 1) == "idle" and br.load_stratum(0, 3) == "busy" and br.load_stratum(2, 0) == "queued"
