@@ -164,7 +164,12 @@ def servers_for(scenario: str, nixl_dir: Path) -> list[Server]:
 
 
 def sidecar_argv(
-    phaselens: list[str], servers: list[Server], listen_port: int, nixl_dir: Path | None, out: Path
+    phaselens: list[str],
+    servers: list[Server],
+    listen_port: int,
+    nixl_dir: Path | None,
+    out: Path,
+    interval: float = INTERVAL_S,
 ) -> list[str]:
     argv = [*phaselens, "run"]
     for s in servers:
@@ -173,7 +178,7 @@ def sidecar_argv(
         "--listen",
         f"127.0.0.1:{listen_port}",
         "--interval",
-        str(INTERVAL_S),
+        str(interval),
         "--slo-ttft",
         str(SLO_TTFT_S),
         "--slo-itl",
@@ -237,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phases", nargs="+", help="override the scenario's load phases (loadgen syntax)")
     ap.add_argument("--ready-timeout", type=float, default=400.0)
     ap.add_argument("--seed", type=int, default=0, help="load client's random seed (prompts, arrivals)")
+    ap.add_argument(
+        "--interval", type=float, default=INTERVAL_S, help="scrape interval of the sidecar and the recorder (s)"
+    )
     args = ap.parse_args(argv)
 
     pd = args.scenario == "pd"
@@ -256,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         "slo_ttft_s": SLO_TTFT_S,
         "slo_itl_s": SLO_ITL_S,
         "window_s": WINDOW_S,
-        "interval_s": INTERVAL_S,
+        "interval_s": args.interval,
         "block_size": BLOCK_SIZE,
         "num_gpu_blocks": 96 if pd else 48,
         "roles": [s.role for s in servers],
@@ -282,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = args.phaselens.split()
                 sidecar = procs.start(
                     "sidecar",
-                    sidecar_argv(cmd, servers, args.sidecar_port, nixl_dir if pd else None, out),
+                    sidecar_argv(cmd, servers, args.sidecar_port, nixl_dir if pd else None, out, args.interval),
                     out / "sidecar.log",
                     stdout_path=out / "sidecar.stdout.jsonl",
                 )
@@ -294,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             "--out",
             str(out),
             "--interval",
-            str(INTERVAL_S),
+            str(args.interval),
         ]
         for s in servers:
             recorder_argv += ["--target", f"{s.role}={s.base}/metrics"]
