@@ -89,9 +89,8 @@ def _ring_rate(signals: list) -> float | None:  # type: ignore[type-arg]
     )
 
 
-def test_live_stage_consumes_the_ring_and_exports_ring_and_metric_sources(
-    pd_dir: Path, fixtures_dir: Path, tmp_path: Path
-) -> None:
+def _copied_ring(fixtures_dir: Path, tmp_path: Path) -> tuple[Path, Path, int, int]:
+    """A writable copy of the real decode ring: (folder, file, write_pos, read_pos)."""
     ring_dir = tmp_path / "nixl"
     ring_dir.mkdir()
     ring = ring_dir / DECODE_AGENT
@@ -99,6 +98,13 @@ def test_live_stage_consumes_the_ring_and_exports_ring_and_metric_sources(
     ring.chmod(0o644)
     write_pos, read_pos = struct.unpack_from("<QQ", ring.read_bytes(), 0)
     assert read_pos != write_pos  # NIXL left unread events
+    return ring_dir, ring, write_pos, read_pos
+
+
+def test_live_stage_consumes_the_ring_and_exports_ring_and_metric_sources(
+    pd_dir: Path, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    ring_dir, ring, write_pos, read_pos = _copied_ring(fixtures_dir, tmp_path)
     # The sidecar starts while the producer's write position is still at the reader's: the 110
     # transfers are written after the start (restored below, between the two polls).
     with ring.open("r+b") as f:
@@ -131,13 +137,7 @@ def test_live_stage_leaves_the_rings_backlog_at_start_out_of_the_window(
 ) -> None:
     """v2+ ring events have no time: what the ring held before the sidecar started cannot be
     placed in the window, so it is consumed but not counted as if it had just happened."""
-    ring_dir = tmp_path / "nixl"
-    ring_dir.mkdir()
-    ring = ring_dir / DECODE_AGENT
-    shutil.copy(fixtures_dir / PD / "nixl-telemetry" / DECODE_AGENT, ring)
-    ring.chmod(0o644)
-    write_pos, read_pos = struct.unpack_from("<QQ", ring.read_bytes(), 0)
-    assert read_pos != write_pos
+    ring_dir, ring, write_pos, _ = _copied_ring(fixtures_dir, tmp_path)
 
     window = _decode_window(pd_dir, 269)
     now = window.latest.time if window.latest else 0.0
