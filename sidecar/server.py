@@ -122,7 +122,11 @@ class Sidecar:
                 await asyncio.wait_for(self._fresh_data.wait(), timeout=interval)
                 await asyncio.sleep(coalesce)
             except TimeoutError:
-                pass
+                # Python 3.11's wait_for can turn a cancellation that lands as it times out into
+                # this TimeoutError: honour it, or a shutdown waits on this loop.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from None
             self._fresh_data.clear()
             try:
                 self.run_tick()
@@ -149,9 +153,7 @@ class Sidecar:
         try:
             yield
         finally:
-            for task in self.tasks:
-                task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+            await _cancel_all(self.tasks)
             self.tasks.clear()
             await session.close()
             await asyncio.to_thread(self.pipeline.close)
@@ -243,3 +245,25 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]], rounds: int = 5, wait_seconds: float = 1.0) -> None:
+    """Cancel the background tasks and wait for them, bounded: a shutdown must never hang.
+
+    A cancellation can be swallowed (a request timer firing in the same instant turns it into a
+    timeout), so a task still running after a wait is cancelled again; after `rounds` tries the
+    rest are left behind with a warning instead of blocking the exit.
+    """
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(rounds):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=wait_seconds)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log_event(_log, "background_task_failed", logging.ERROR, task=task.get_name(), err=repr(task.exception()))
+    if pending:
+        log_event(_log, "shutdown_tasks_stuck", logging.WARNING, tasks=sorted(t.get_name() for t in pending))
+

@@ -72,6 +72,19 @@ async def fetch_metrics(
         raise ScrapeError(f"{type(exc).__name__}: {exc}") from None
 
 
+def _raise_if_cancelling() -> None:
+    """Honour a cancellation that a request timeout swallowed.
+
+    When the task is cancelled in the same instant as aiohttp's request timeout fires, the timer
+    turns that CancelledError into a TimeoutError, which a scrape reports as a failed attempt. The
+    loop would then scrape on, and a shutdown that waits for it would wait forever (seen once in a
+    test that tore the sidecar down under 200 concurrent clients, scrapes timing out).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Backoff:
     """Exponential backoff with full jitter: base interval on success, doubling up to `cap` on failure."""
 
@@ -133,6 +146,7 @@ class ScrapeLoop:
     async def run(self) -> None:
         while True:
             result = await self.scrape_once()
+            _raise_if_cancelling()
             if result.ok:
                 if self.backoff.failures:
                     log_event(
