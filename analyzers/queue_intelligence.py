@@ -272,9 +272,10 @@ class QueueIntelligence:
         # An idle engine has no queueing dynamics for the regression's corrections to describe
         # (they are learned under load, from hundreds of arrivals): there the raw score is the
         # queueing model's own probability, and only the idle bins recalibrate it.
-        raw = _sigmoid(features.values[0]) if stratum == "idle" else tstate.predictor.predict(features)
+        structural = _sigmoid(features.values[0])
+        raw = structural if stratum == "idle" else tstate.predictor.predict(features)
         probability = tstate.recalibration.apply(stratum, raw, now)
-        self.last_structural_probability[(labels["target"], _group_key(group))] = _sigmoid(features.values[0])
+        self.last_structural_probability[(labels["target"], _group_key(group))] = structural
         shift = min(slo, obs.ttft_p50_seconds) if obs.ttft_p50_seconds is not None else slo / 2
         gstate.pending.append(br.PendingPrediction(now, features, probability, tally, shift, raw, stratum))
         while len(gstate.pending) > self.tuning.max_pending:
@@ -350,9 +351,9 @@ class QueueIntelligence:
             breach_fraction = outcome[0] if outcome is not None else None
         by_model = {w.model: w.point for w in waits}
         predicted_wait = by_model.get("little", by_model.get("erlang_c", 0.0))
+        structural = self._structural_probability(window, group, obs, predicted_wait, slo, breach_fraction)
         waiting_series = window.gauge_series(cn.REQUESTS_WAITING, group, horizon=short)
         growth = patterns.linear_slope(waiting_series) or 0.0
-        structural = self._structural_probability(window, group, obs, predicted_wait, slo, breach_fraction)
         return br.make_features(
             slo_seconds=slo,
             structural_probability=structural,

@@ -96,11 +96,11 @@ class SideInputs:
             # engine started, or since the previous sidecar's last read). Format v2+ events have
             # no time, so that backlog would all land in the current window as if it had just
             # happened (seen live: a slow warm-up transfer gave a TTFT share of 1.0 at idle).
-            backlog = [t for t in poll.transfers if t.time is None or t.time >= now]
-            skipped = {id(t) for t in backlog}
-            if backlog:
-                log_event(_log, "nixl_ring_backlog_skipped", logging.INFO, transfers=len(backlog))
-            self.transfers.extend(t for t in poll.transfers if id(t) not in skipped)
+            timed = [t for t in poll.transfers if t.time is not None and t.time < now]
+            if len(timed) < len(poll.transfers):
+                skipped = len(poll.transfers) - len(timed)
+                log_event(_log, "nixl_ring_backlog_skipped", logging.INFO, transfers=skipped)
+            self.transfers.extend(timed)
         else:
             self.transfers.extend(poll.transfers)
         self.ring_errors.extend(poll.errors)

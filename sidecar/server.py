@@ -27,7 +27,7 @@ from phaselens.logs import get_logger, log_event
 from phaselens.model import TickResult
 from phaselens.pipeline import Pipeline
 from phaselens.settings import Settings
-from phaselens.sources.scraper import ScrapeLoop, ScrapeResult
+from phaselens.sources.scraper import ScrapeLoop, ScrapeResult, raise_if_cancelling
 
 _log = get_logger("server")
 SIDECAR_KEY: web.AppKey[Sidecar] = web.AppKey("sidecar")
@@ -122,11 +122,7 @@ class Sidecar:
                 await asyncio.wait_for(self._fresh_data.wait(), timeout=interval)
                 await asyncio.sleep(coalesce)
             except TimeoutError:
-                # Python 3.11's wait_for can turn a cancellation that lands as it times out into
-                # this TimeoutError: honour it, or a shutdown waits on this loop.
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise asyncio.CancelledError from None
+                raise_if_cancelling()
             self._fresh_data.clear()
             try:
                 self.run_tick()

@@ -72,13 +72,14 @@ async def fetch_metrics(
         raise ScrapeError(f"{type(exc).__name__}: {exc}") from None
 
 
-def _raise_if_cancelling() -> None:
-    """Honour a cancellation that a request timeout swallowed.
+def raise_if_cancelling() -> None:
+    """Honour a cancellation that a timeout swallowed.
 
-    When the task is cancelled in the same instant as aiohttp's request timeout fires, the timer
-    turns that CancelledError into a TimeoutError, which a scrape reports as a failed attempt. The
-    loop would then scrape on, and a shutdown that waits for it would wait forever (seen once in a
-    test that tore the sidecar down under 200 concurrent clients, scrapes timing out).
+    When a task is cancelled in the same instant as a timer fires (aiohttp's request timeout,
+    Python 3.11's `wait_for`), the timer can turn that CancelledError into a TimeoutError, which a
+    loop treats as an ordinary timeout. The loop would then go on, and a shutdown that waits for it
+    would wait forever (seen once in a test that tore the sidecar down under 200 concurrent
+    clients, scrapes timing out).
     """
     task = asyncio.current_task()
     if task is not None and task.cancelling():
@@ -146,7 +147,7 @@ class ScrapeLoop:
     async def run(self) -> None:
         while True:
             result = await self.scrape_once()
-            _raise_if_cancelling()
+            raise_if_cancelling()
             if result.ok:
                 if self.backoff.failures:
                     log_event(
