@@ -32,7 +32,7 @@ from groundtruth import (
     load_scrapes,
     signals_to_scrapes,
 )
-from phaselens.exporters.specs import SPECS
+from phaselens.exporters.specs import SPECS, percentile_label
 from phaselens.settings import Thresholds
 
 # Client-side stamps trail the engine's by HTTP, detokenization and event-loop delays; on two
@@ -373,7 +373,7 @@ def check_ttft_quantiles(
     fails: list[str] = []
     for s in sidecar:
         for labels, value in s.values("phaselens_ttft_seconds"):
-            q = float(labels["quantile"])
+            q = float(labels["percentile"]) / 100
             b = ttft_quantile_bounds(requests, s.t, window, interval, q)
             if b is None or b.sure < 20:
                 continue
@@ -531,8 +531,8 @@ def phase_table(
         tpots = [r.tpot for r in requests if r.tpot is not None and t - window < r.end <= t]
         n_phase = sum(1 for r in requests if r.phase == p.name)
 
-        def sq(q: str, s: Scrape | None = s) -> float | None:
-            return None if s is None else s.value("phaselens_ttft_seconds", quantile=q)
+        def sq(q: float, s: Scrape | None = s) -> float | None:
+            return None if s is None else s.value("phaselens_ttft_seconds", percentile=percentile_label(q))
 
         def cq(q: float, ttfts: list[float] = ttfts) -> float | None:
             return empirical_quantile(ttfts, q) if ttfts else None
@@ -542,13 +542,13 @@ def phase_table(
         q_eng = _phase_max(engine, p, "vllm:num_requests_waiting")
         lo = s.value("phaselens_goodput_requests_per_second", bound="lower") if s else None
         up = s.value("phaselens_goodput_requests_per_second", bound="upper") if s else None
-        itl50 = s.value("phaselens_itl_seconds", quantile="0.5") if s else None
+        itl50 = s.value("phaselens_itl_seconds", percentile="50") if s else None
         hit = s.value("phaselens_kv_prefix_cache_hit_ratio") if s else None
         rows.append(
             f"| {p.name} | {n_phase} | {_fmt(g.point)} ({_fmt(g.low)}-{_fmt(g.high)}) "
             f"| [{_fmt(lo)}, {_fmt(up)}] "
-            f"| {_fmt(cq(0.5))} / {_fmt(sq('0.5'))} | {_fmt(cq(0.9))} / {_fmt(sq('0.9'))} "
-            f"| {_fmt(cq(0.99))} / {_fmt(sq('0.99'))} "
+            f"| {_fmt(cq(0.5))} / {_fmt(sq(0.5))} | {_fmt(cq(0.9))} / {_fmt(sq(0.9))} "
+            f"| {_fmt(cq(0.99))} / {_fmt(sq(0.99))} "
             f"| {_fmt(empirical_quantile(tpots, 0.5) if tpots else None, 4)} / {_fmt(itl50, 4)} "
             f"| {_fmt(hit, 2)} | {_fmt(kv_max, 2)} | {_fmt(q_eng, 0)} / {_fmt(q_side, 0)} |"
         )
@@ -560,7 +560,7 @@ def phase_table(
                 "client_goodput_range": [g.low, g.high],
                 "sidecar_goodput": [lo, up],
                 "ttft_client": {q: cq(q) for q in (0.5, 0.9, 0.99)},
-                "ttft_sidecar": {q: sq(q) for q in ("0.5", "0.9", "0.99")},
+                "ttft_sidecar": {q: sq(q) for q in (0.5, 0.9, 0.99)},
             }
         )
     rep.tables.append("\n".join(rows))
@@ -727,7 +727,7 @@ def check_nixl_sources(
     p50_fail = ""
     p50_by_source: dict[str, list[float]] = {}
     for s in ticks:
-        by = {lab.get("source", "?"): v for lab, v in s.values("phaselens_nixl_transfer_seconds", quantile="0.5")}
+        by = {lab.get("source", "?"): v for lab, v in s.values("phaselens_nixl_transfer_seconds", percentile="50")}
         for k, v in by.items():
             p50_by_source.setdefault(k, []).append(v)
         if "vllm_metrics" in by and "telemetry_ring" in by:
@@ -883,7 +883,7 @@ def pd_phase_table(
         lo = sv("phaselens_goodput_requests_per_second", "decode", bound="lower")
         up = sv("phaselens_goodput_requests_per_second", "decode", bound="upper")
         side = {
-            (role, q): sv("phaselens_ttft_seconds", role, quantile=q)
+            (role, q): sv("phaselens_ttft_seconds", role, percentile=percentile_label(float(q)))
             for role in ("prefill", "decode")
             for q in ("0.5", "0.9")
         }

@@ -12,7 +12,7 @@ TICK = TickResult(
     100.0,
     (
         Signal("phaselens_prefill_queue_depth", LABELS, 12.0),
-        Signal("phaselens_ttft_seconds", make_labels({**dict(LABELS), "quantile": "0.9"}), 0.25),
+        Signal("phaselens_ttft_seconds", make_labels({**dict(LABELS), "percentile": "90"}), 0.25),
         Signal("phaselens_parse_errors_total", make_labels({"target": "t", "role": "prefill"}), 3.0),
         Signal("phaselens_tick_duration_seconds", (), 0.002),
     ),
