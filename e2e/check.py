@@ -13,7 +13,10 @@ import itertools
 import json
 import math
 import os
+import re
+import shutil
 import struct
+import subprocess
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -224,6 +227,65 @@ def check_exported(rep: Report, sidecar: list[Scrape], pd: bool) -> None:
         "signals exported",
         not missing,
         f"missing: {missing or 'none'}; soft missing: {soft_missing or 'none'}",
+    )
+
+
+_LABEL_NAME = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="')
+
+
+def lint_shape(body: str) -> frozenset[str]:
+    """What `promtool check metrics` judges in a text exposition: metadata lines and, per sample,
+    its name with its label names. Values and label values do not change its verdict."""
+    keys = set()
+    for line in body.splitlines():
+        if not line or line.startswith("#"):
+            keys.add(line)
+            continue
+        name, brace, rest = line.partition("{")
+        if brace:
+            labels = rest.rsplit("}", 1)[0]
+            keys.add(name + "{" + ",".join(sorted(set(_LABEL_NAME.findall(labels)))) + "}")
+        else:
+            keys.add(line.split()[0])
+    return frozenset(keys)
+
+
+def promtool_findings(promtool: str, body: bytes) -> str:
+    """Everything `promtool check metrics` says about a text exposition; empty when it passes."""
+    proc = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60)
+    said = (proc.stdout + proc.stderr).decode(errors="replace").strip()
+    return said or (f"promtool exited with {proc.returncode}" if proc.returncode else "")
+
+
+def check_promtool(rep: Report, folder: Path, promtool: str | None = None) -> None:
+    """The sidecar's /metrics as the recorder fetched it from the live sidecar (text format) must
+    pass `promtool check metrics` with no finding, as an operator's CI would lint it. One body per
+    distinct lint_shape is linted. Without promtool this fails: the check is part of the run."""
+    name = "sidecar /metrics passes promtool check metrics"
+    promtool = promtool or shutil.which("promtool")
+    if promtool is None:
+        rep.check(name, False, "promtool not found: install Debian's prometheus package (make system-deps)")
+        return
+    files = sorted(folder.glob("*.prom"))
+    seen: set[frozenset[str]] = set()
+    findings: list[str] = []
+    for path in files:
+        text = path.read_text()
+        body = "".join(x for x in text.splitlines(keepends=True) if not x.startswith("# scrape_time "))
+        shape = lint_shape(body)
+        if shape in seen:
+            continue
+        seen.add(shape)
+        said = promtool_findings(promtool, body.encode())
+        if said:
+            lines = said.splitlines()
+            findings.append(f"{path.name}: {lines[0]}" + (f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""))
+    rep.figures["promtool_bodies_linted"] = len(seen)
+    rep.check(
+        name,
+        bool(files) and not findings,
+        f"{len(seen)} distinct bodies of {len(files)} recorded linted; "
+        + (f"{len(findings)} with findings, first: {findings[0]}" if findings else "no finding"),
     )
 
 
@@ -930,6 +992,7 @@ def check_run(out: Path) -> Report:
         rep.check("sidecar recorded", False, "no sidecar /metrics or /signals samples (sidecar missing?)")
         return rep
     check_exported(rep, exposed, pd)
+    check_promtool(rep, out / "sidecar")
     if pd:
         check_pd(rep, out, ticks, exposed, engine["decode"], phases, meta)
         pd_phase_table(rep, ticks, requests, phases, meta)
