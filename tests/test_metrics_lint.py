@@ -104,7 +104,7 @@ def test_openmetrics_check_catches_a_quantile_label_on_a_gauge() -> None:
 @pytest.mark.integration
 @needs_promtool
 def test_promtool_catches_the_old_quantile_label() -> None:
-    # The linter can fail: the label this project used before 0.2 is a finding.
+    # The linter can fail: the label window quantiles had in 0.1.0 is a finding.
     body = b'# HELP x_seconds y\n# TYPE x_seconds gauge\nx_seconds{quantile="0.9"} 1.0\n'
     assert 'should not have "quantile" label' in promtool_findings(body)
 
