@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import check
+import groundtruth as gt
 import pytest
 from phaselens.assembly import build_pipeline
 from phaselens.clock import ManualClock
@@ -27,7 +28,8 @@ def busy_bodies(aggregated_dir: Path) -> list[bytes]:
     clock = ManualClock()
     pipeline = build_pipeline(Settings(targets=replay_targets(sources)), clock, replay=True)
     ticks: list[TickResult] = [
-        t for t in replay_ticks(pipeline, clock, merge_by_time(sources))
+        t
+        for t in replay_ticks(pipeline, clock, merge_by_time(sources))
         if any(s.name == "phaselens_ttft_seconds" for s in t.signals)
     ]
     assert len(ticks) >= 2
@@ -78,7 +80,7 @@ def test_a_summary_reserved_label_on_a_gauge_fails(tmp_path: Path, busy_bodies: 
     check.check_promtool(rep, _record(tmp_path / "sidecar", [busy_bodies[0], old]))
     (result,) = rep.results
     assert not result.ok
-    assert '0001.prom: phaselens_' in result.detail and 'should not have "quantile" label' in result.detail
+    assert "0001.prom: phaselens_" in result.detail and 'should not have "quantile" label' in result.detail
 
 
 @pytest.mark.integration
@@ -87,3 +89,26 @@ def test_no_recorded_body_fails(tmp_path: Path) -> None:
     rep = check.Report("aggregated")
     check.check_promtool(rep, _record(tmp_path / "sidecar", []))
     assert not rep.results[0].ok
+
+
+def _scrape(t: float, body: str) -> gt.Scrape:
+    return gt.parse_exposition(f"# scrape_time {t}\n{body}")
+
+
+@pytest.mark.parametrize(("p50", "ok"), [(0.2, True), (0.6, False)])
+def test_ttft_check_reads_the_percentile_label(p50: float, ok: bool) -> None:
+    """check_ttft_quantiles takes the quantile from `percentile` (in percent) of the recorded /metrics."""
+    # 30 requests with a 0.2 s TTFT, all surely inside the window of a tick at t = 125 (W 30 s, 1 s scrapes)
+    requests = [gt.Request(f"r{i}", "p", 100 + i * 0.5, 101 + i * 0.5, 0.2, 0.01, 10, True) for i in range(30)]
+    buckets = "".join(
+        f'vllm:time_to_first_token_seconds_bucket{{le="{le}"}} 30\n' for le in ("0.1", "0.25", "0.5", "+Inf")
+    )
+    engine = [_scrape(125.0, buckets)]
+    exported = f'phaselens_ttft_seconds{{percentile="50"}} {p50}\nphaselens_ttft_seconds{{percentile="99"}} 0.24\n'
+    sidecar = [_scrape(125.0, exported) for _ in range(10)]
+    rep = check.Report("aggregated")
+    check.check_ttft_quantiles(rep, sidecar, engine, requests, {"window_s": 30, "interval_s": 1})
+    (result,) = rep.results
+    assert result.ok is ok, result.detail
+    assert rep.figures["ttft_quantile_checks"] == 20
+    assert rep.figures["ttft_quantile_agree"] == (20 if ok else 10)

@@ -78,8 +78,10 @@ def families(body: bytes) -> set[str]:
 # ------------------------------------------------------------------ pure helpers
 
 
-@pytest.mark.parametrize(("q", "label"), [(0.5, "50"), (0.9, "90"), (0.95, "95"), (0.99, "99"), (0.999, "99.9"),
-                                          (0.57, "57"), (0.001, "0.1")])
+@pytest.mark.parametrize(
+    ("q", "label"),
+    [(0.5, "50"), (0.9, "90"), (0.95, "95"), (0.99, "99"), (0.999, "99.9"), (0.57, "57"), (0.001, "0.1")],
+)
 def test_percentile_label_is_the_quantile_in_percent(q: float, label: str) -> None:
     assert percentile_label(q) == label
     assert float(label) / 100 == pytest.approx(q)
@@ -177,7 +179,8 @@ def live_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, l
     with open(out, "wb") as stdout:
         demo = subprocess.Popen(
             [sys.executable, "-m", "phaselens", "demo", "--listen", f"127.0.0.1:{port}", "--speed", "10"],
-            stdout=stdout, stderr=subprocess.STDOUT,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}/metrics"
     bodies: list[bytes] = []

@@ -43,7 +43,7 @@ def test_headline_latency_figures_come_from_the_percentile_series(aggregated_rep
     text = _text(aggregated_report)
     for figure in ("worst TTFT p99 (s)", "median TTFT p50 (s)", "median ITL p50 (s)"):
         found = re.search(re.escape(figure) + r" ([\d.e+-]+) ", text)
-        assert found, f"{figure}: {text[text.find(figure):][:60]}"
+        assert found, f"{figure}: {text[text.find(figure) :][:60]}"
         assert float(found.group(1)) > 0
     assert "TTFT quantiles vs SLO" in text and "ITL quantiles vs SLO" in text
 
