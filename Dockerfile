@@ -16,8 +16,9 @@ RUN python3 -m venv /opt/phaselens \
 FROM ${BASE}
 COPY --from=build /opt/phaselens /opt/phaselens
 # Fixed numeric uid/gid so Kubernetes runAsNonRoot can verify it without reading /etc/passwd.
-RUN groupadd --system --gid 10001 phaselens \
- && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin phaselens
+# (Not --system: useradd warns about a system uid above 999.)
+RUN groupadd --gid 10001 phaselens \
+ && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin phaselens
 ENV PATH=/opt/phaselens/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
