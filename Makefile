@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench e2e demo-live clean system-deps
+.PHONY: setup demo test lint bench e2e demo-live clean system-deps docker-smoke
 
 # Set-up prints two lines; pip's own output goes to $(SETUP_LOG), shown only when it fails.
 SETUP_LOG := $(VENV)/setup.log
@@ -42,6 +42,10 @@ bench: $(STAMP)
 
 e2e: $(STAMP)
 	bash e2e/run.sh
+
+# Builds the Dockerfile with podman on a debootstrap base and runs the image (root, Debian; ~2 min cold).
+docker-smoke:
+	bash scripts/docker-smoke.sh
 
 demo-live: $(STAMP)
 	bash e2e/demo_live.sh
