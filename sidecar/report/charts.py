@@ -192,6 +192,8 @@ def target_charts(
                 ax.plot(series.index, series.values, label=f"{label} p{float(q) * 100:g} (s)")
         if slo is not None:
             ax.axhline(slo, color="black", linestyle="--", linewidth=1, label=f"SLO {slo:g} s")
+            # Headroom above the SLO line, so it never sits on the frame.
+            ax.set_ylim(0, max(ax.get_ylim()[1], slo * 1.15))
         ax.set_ylabel("seconds")
         charts.append(_chart(key, f"{target}: {label} quantiles vs SLO", f"{target}: {label} quantiles", fig, ax))
 
