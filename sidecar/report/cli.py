@@ -102,6 +102,7 @@ def main(argv: Sequence[str] | None = None, loader: TickLoader = _default_loader
     settings = Settings(slo_ttft_seconds=args.slo_ttft, slo_itl_seconds=args.slo_itl, window_seconds=args.window)
     out = Path(args.output)
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # before rendering: Markdown writes its PNGs there
         if args.compare:
             text = _compare(args.compare, settings, loader, args.format, out)
         else:
@@ -116,7 +117,6 @@ def main(argv: Sequence[str] | None = None, loader: TickLoader = _default_loader
     except (ReportError, RecordingError, ValueError, OSError) as err:
         print(f"phaselens report: {err}", file=sys.stderr)
         return 2
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     print(f"phaselens report: wrote {out}", file=sys.stderr)
     return 0
