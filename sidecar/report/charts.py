@@ -134,6 +134,14 @@ def _chart(key: str, caption: str, title: str, fig: Figure, ax: Axes, twin: Axes
     return Chart(key, caption, png, layout)
 
 
+def _from_zero(axis: Axes) -> None:
+    """A y axis of non-negative values starts just below 0, as the left axis does (a series at 0
+    stays visible above the frame), and is not centred on 0 when all its values are 0."""
+    top = axis.get_ylim()[1]
+    top = top if top > 0 else 1.0
+    axis.set_ylim(-0.05 * top, top)
+
+
 def _percent(series: pd.Series) -> pd.Series:
     return series * 100.0
 
@@ -154,9 +162,10 @@ def target_charts(
         if not backlog.empty:
             twin = ax.twinx()
             twin.plot(
-                backlog.index, backlog.values, label=f"prefill backlog (s){RIGHT}", color="#9467bd", linestyle="--"
+                backlog.index, backlog.values, label=f"prefill backlog, seconds{RIGHT}", color="#9467bd", linestyle="--"
             )
             twin.set_ylabel("seconds")
+            _from_zero(twin)
         title = f"{target}: queue depth and prefill backlog"
         charts.append(_chart("queue", title, title, fig, ax, twin))
 
@@ -176,6 +185,7 @@ def target_charts(
             twin = ax.twinx()
             twin.plot(preempt.index, preempt.values, label=f"preemptions/s{RIGHT}", color="#8c564b", linestyle=":")
             twin.set_ylabel("preemptions/s")
+            _from_zero(twin)
         charts.append(_chart("kv", f"{target}: KV cache", f"{target}: KV cache", fig, ax, twin))
 
     for key, name, slo, label in (
@@ -245,9 +255,9 @@ def target_charts(
             where = twin if twin is not None else ax
             suffix = RIGHT if twin is not None else ""
             where.plot(
-                imbalance.index, imbalance.values, label=f"imbalance (> 1: prefill-bound){suffix}", color="#e377c2"
+                imbalance.index, imbalance.values, label=f"imbalance, > 1 is prefill-bound{suffix}", color="#e377c2"
             )
-            where.axhline(1.0, color="black", linewidth=0.8, label=f"imbalance 1 (balanced){suffix}")
+            where.axhline(1.0, color="black", linewidth=0.8, label=f"balanced: imbalance 1{suffix}")
             where.set_ylabel("imbalance (ratio)")
         charts.append(_chart("phase", f"{target}: phases", f"{target}: phase time share", fig, ax, twin))
 
