@@ -259,6 +259,7 @@ def target_charts(
             )
             where.axhline(1.0, color="black", linewidth=0.8, label=f"balanced: imbalance 1{suffix}")
             where.set_ylabel("imbalance (ratio)")
+            where.set_ylim(0, max(where.get_ylim()[1], 1.25))  # the balanced line clear of the frame
         charts.append(_chart("phase", f"{target}: phases", f"{target}: phase time share", fig, ax, twin))
 
     nixl = {q: run.series("phaselens_nixl_transfer_seconds", target, quantile=q) for q in QUANTILES}
