@@ -2,8 +2,8 @@
 
 To add a subcommand, write `_configure_<name>(parser)` and `_run_<name>(args) -> int` and add a
 `Command` row; a subcommand with its own argument parser (`nixl-telemetry`) is a `DELEGATES` row
-pointing at its `main(argv) -> int`. Exit codes: 0 ok, 1 failed check / runtime failure, 2 bad
-usage or bad input (with a one-line message on stderr, never a traceback).
+naming its module, which has `build_parser()` and `main(argv) -> int`. Exit codes: 0 ok, 1 failed
+check / runtime failure, 2 bad usage or bad input (with a one-line message on stderr, never a traceback).
 """
 
 from __future__ import annotations
@@ -197,7 +197,9 @@ def _run_record(args: argparse.Namespace) -> int:
 def _configure_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--once", action="store_true", help="replay as fast as possible, print, exit")
     parser.add_argument("--listen", default="127.0.0.1:9469", metavar="HOST:PORT", help="where to serve /metrics")
-    parser.add_argument("--speed", type=float, default=10.0, help="replay speed-up when serving (default 10x)")
+    parser.add_argument(
+        "--speed", type=float, default=10.0, metavar="X", help="replay speed-up when serving (default 10x)"
+    )
     parser.add_argument("--json", action="store_true", help="print recommendations as the pod-log JSON lines")
 
 
@@ -219,12 +221,32 @@ COMMANDS: tuple[Command, ...] = (
     Command("record", "record scrapes of a metrics endpoint", _configure_record, _run_record),
     Command("demo", "replay the bundled real capture", _configure_demo, _run_demo),
 )
-DELEGATES: dict[str, tuple[str, str, str]] = {
-    # name: (module, function taking argv and returning an exit code, help)
-    "nixl-telemetry": ("phaselens.nixl_cli", "main", "read NIXL telemetry ring files"),
-    "report": ("phaselens.report.cli", "main", "write an HTML or Markdown report of a recording"),
-    "plan": ("phaselens.plan", "main", "print a three-layer autoscaling plan from a PLAN.yaml"),
+
+
+@dataclass(frozen=True, slots=True)
+class Delegate:
+    """A subcommand with its own parser: `module.build_parser()` and `module.main(argv) -> int`."""
+
+    module: str
+    help: str
+    extra: str | None = None  # the optional dependency group it needs, if any
+    extra_modules: tuple[str, ...] = ()  # top-level modules that group installs
+
+
+DELEGATES: dict[str, Delegate] = {
+    "nixl-telemetry": Delegate("phaselens.nixl_cli", "read NIXL telemetry ring files"),
+    "report": Delegate(
+        "phaselens.report.cli",
+        "write an HTML or Markdown report of a recording",
+        extra="report",
+        extra_modules=("pandas", "matplotlib"),
+    ),
+    "plan": Delegate("phaselens.plan", "print a three-layer autoscaling plan from a PLAN.yaml"),
 }
+
+
+def install_hint(extra: str) -> str:
+    return f"pip install 'phaselens[{extra}]' (from a source checkout: pip install -e '.[{extra}]')"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,22 +255,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.configure(sub.add_parser(command.name, help=command.help, description=command.help))
-    for name, (_, _, text) in DELEGATES.items():
-        sub.add_parser(name, help=text, add_help=False)
+    for name, delegate in DELEGATES.items():
+        sub.add_parser(name, help=delegate.help, add_help=False)
     return parser
+
+
+def _run_delegate(name: str, argv: list[str]) -> int:
+    delegate = DELEGATES[name]
+    try:
+        module = importlib.import_module(delegate.module)
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if delegate.extra is not None and missing in delegate.extra_modules:
+            print(
+                f"phaselens {name}: needs the optional '{delegate.extra}' dependencies ({missing} is not "
+                f"installed): {install_hint(delegate.extra)}",
+                file=sys.stderr,
+            )
+        else:
+            print(f"phaselens {name}: cannot import {exc.name} (a broken install?)", file=sys.stderr)
+        return 2
+    result: int = module.main(argv)
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments and arguments[0] in DELEGATES:
-        module_name, function, _ = DELEGATES[arguments[0]]
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            print(f"phaselens: {arguments[0]} is not available in this build", file=sys.stderr)
-            return 2
-        result: int = getattr(module, function)(arguments[1:])
-        return result
+        return _run_delegate(arguments[0], arguments[1:])
     args = build_parser().parse_args(arguments)
     command = next(c for c in COMMANDS if c.name == args.command)
     try:

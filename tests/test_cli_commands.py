@@ -162,3 +162,14 @@ def test_demo_once_prints_recommendations_and_summary(capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "Replayed 84 scrapes" in out
     assert "KV_CACHE_PRESSURE" in out
+
+
+def test_replay_names_the_bundled_capture_as_the_demo_does(capsys: pytest.CaptureFixture[str]) -> None:
+    """`phaselens replay` on the capture the demo ships calls its target `aggregated`, as the demo does."""
+    from phaselens.demo import bundled_capture, load_demo_sources
+
+    with bundled_capture() as path:
+        assert main(["replay", str(path), "--jsonl"]) == 0
+    first = json.loads(capsys.readouterr().out.splitlines()[0])
+    targets = {s["labels"]["target"] for s in first["signals"] if "target" in s["labels"]}
+    assert targets == {source.name for source in load_demo_sources()} == {"aggregated"}

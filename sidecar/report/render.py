@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
+import json
 import math
 from pathlib import Path
 
 from phaselens.report.charts import Chart
-from phaselens.report.summary import RunSummary, clock
+from phaselens.report.summary import PERCENT_FIGURES, RunSummary, clock
 
 STYLE = """
 body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;max-width:1000px;margin:2em auto;color:#222;line-height:1.45}
@@ -37,6 +39,19 @@ def _fmt(value: float) -> str:
     if abs(value) >= 100:
         return f"{value:.0f}"
     return f"{value:.3g}"
+
+
+def _figure(key: str, value: float) -> str:
+    """A headline figure: ratios as percentages, as in the sentences."""
+    if key in PERCENT_FIGURES and not math.isnan(value):
+        return f"{100 * value:.0f}%"
+    return _fmt(value)
+
+
+def _figure_delta(key: str, delta: float) -> str:
+    if key in PERCENT_FIGURES and not math.isnan(delta):
+        return f"{100 * delta:+.0f} points"
+    return _fmt(delta)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -84,7 +99,7 @@ def render_html(summary: RunSummary, charts: dict[str, list[Chart]], title: str)
             f"<h2 id='target-{html.escape(target.target)}'>{html.escape(target.target)} "
             f"({html.escape(target.role)})</h2>"
         )
-        parts.append(_table(["figure", "value"], [[k, _fmt(v)] for k, v in target.headline.items()]))
+        parts.append(_table(["figure", "value"], [[k, _figure(k, v)] for k, v in target.headline.items()]))
         if target.episodes:
             parts.append(
                 _table(
@@ -95,7 +110,7 @@ def render_html(summary: RunSummary, charts: dict[str, list[Chart]], title: str)
                             clock(run, e.start),
                             clock(run, e.end),
                             f"{e.seconds:.0f}",
-                            ", ".join(f"{k}={_fmt(float(v))}" for k, v in e.evidence.items()),
+                            ", ".join(f"{k}={_figure(k, float(v))}" for k, v in e.evidence.items()),
                         ]
                         for e in target.episodes
                     ],
@@ -103,9 +118,11 @@ def render_html(summary: RunSummary, charts: dict[str, list[Chart]], title: str)
             )
         for chart in charts.get(target.target, []):
             data = base64.b64encode(chart.png).decode("ascii")
+            # Where the legend and plot areas landed, for the browser test (PNG pixels).
+            layout = html.escape(json.dumps(dataclasses.asdict(chart.layout), separators=(",", ":")))
             parts.append(
                 f"<figure><img class='chart' id='chart-{html.escape(target.target)}-{chart.key}' "
-                f"alt='{html.escape(chart.title)}' src='data:image/png;base64,{data}'>"
+                f"alt='{html.escape(chart.title)}' data-layout='{layout}' src='data:image/png;base64,{data}'>"
                 f"<figcaption>{html.escape(chart.title)}; shaded: detected episodes</figcaption></figure>"
             )
     parts.append(f"<script>{CHECK_SCRIPT}</script></body></html>")
@@ -142,7 +159,7 @@ def render_markdown(summary: RunSummary, charts: dict[str, list[Chart]], title: 
     stem = out.with_suffix("")
     for target in summary.targets:
         lines += ["", f"## {target.target} ({target.role})", "", "| figure | value |", "|---|---|"]
-        lines.extend(f"| {k} | {_fmt(v)} |" for k, v in target.headline.items())
+        lines.extend(f"| {k} | {_figure(k, v)} |" for k, v in target.headline.items())
         for chart in charts.get(target.target, []):
             png = out.parent / f"{stem.name}-{target.target}-{chart.key}.png"
             png.write_bytes(chart.png)
@@ -161,5 +178,5 @@ def render_compare(a: RunSummary, b: RunSummary) -> list[list[str]]:
         for key, va in ta.headline.items():
             vb = tb.headline.get(key, math.nan)
             delta = vb - va if not (math.isnan(va) or math.isnan(vb)) else math.nan
-            rows.append([key, ta.target, _fmt(va), _fmt(vb), _fmt(delta)])
+            rows.append([key, ta.target, _figure(key, va), _figure(key, vb), _figure_delta(key, delta)])
     return rows

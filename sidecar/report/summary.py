@@ -51,6 +51,17 @@ def _pct(value: float) -> str:
     return f"{100 * value:.0f}%"
 
 
+def _pct_range(low: float, high: float) -> str:
+    """`between 88% and 95%`, or `100%` when both bounds read the same."""
+    a, b = _pct(low), _pct(high)
+    return a if a == b else f"between {a} and {b}"
+
+
+def _rate_range(low: float, high: float) -> str:
+    a, b = f"{low:.2f}", f"{high:.2f}"
+    return f"{a} req/s (median)" if a == b else f"{a}-{b} req/s (median bounds)"
+
+
 def _episodes(run: RunData, target: str) -> list[Episode]:
     found: list[Episode] = []
     kv = run.series("phaselens_decode_kv_utilization_ratio", target)
@@ -153,12 +164,26 @@ def _slo_sentence(run: RunData, target: str) -> str | None:
     worst = float(lower.min())
     worst_at = float(lower.idxmin())
     text = (
-        f"SLO attainment (both SLOs) was between {_pct(float(lower.median()))} and {_pct(float(upper.median()))} "
+        f"SLO attainment (both SLOs) was {_pct_range(float(lower.median()), float(upper.median()))} "
         f"at the median window, worst {_pct(worst)} at {clock(run, worst_at)}"
     )
     if not good_lo.empty and not good_hi.empty:
-        text += f"; goodput {float(good_lo.median()):.2f}-{float(good_hi.median()):.2f} req/s (median bounds)"
+        text += f"; goodput {_rate_range(float(good_lo.median()), float(good_hi.median()))}"
     return text + "."
+
+
+# Headline figures that are ratios: shown as percentages, like the sentences.
+# Episode evidence too (the recommendation evidence stays as in the pod log).
+PERCENT_FIGURES = frozenset(
+    {
+        "peak KV utilization",
+        "median joint SLO attainment (lower)",
+        "peak prefix-cache hit ratio",
+        "peak_kv_utilization",
+        "peak_hit_ratio",
+        "mean_hit_ratio",
+    }
+)
 
 
 def _headline(run: RunData, target: str, episodes: list[Episode]) -> dict[str, float]:
