@@ -83,6 +83,7 @@ class TargetState:
     scrape_duration: float | None = None
     parse_errors_total: float = 0.0
     failing_since_logged: bool = False
+    capped: bool = False
     pending: deque[ScrapeResult] = field(default_factory=lambda: deque(maxlen=_MAX_PENDING))
 
 
@@ -111,7 +112,8 @@ class Pipeline:
         self._cpu_time = cpu_time
         self.states: dict[str, TargetState] = {}
         for target in settings.targets if targets is None else targets:
-            self.states[target.name] = TargetState(target, TargetWindow(settings.window_seconds))
+            window = TargetWindow(settings.window_seconds, max_groups=settings.max_models_per_target)
+            self.states[target.name] = TargetState(target, window)
         self.analyzer_failures_total = 0
         self.ticks_total = 0
         self.heartbeat_monotonic: float | None = None
@@ -164,10 +166,27 @@ class Pipeline:
             )
             return
         state.window.add(snapshot)
+        self._log_capping(state)
         state.parse_errors_total += snapshot.parse_issues
         state.up = True
         state.failing_since_logged = False
         state.last_good = result.time
+
+    def _log_capping(self, state: TargetState) -> None:
+        """One `models_capped` line when a target starts having more groups than the cap."""
+        folded = state.window.folded_groups
+        if folded and not state.capped:
+            log_event(
+                _log,
+                "models_capped",
+                logging.WARNING,
+                target=state.target.name,
+                groups=state.window.seen_groups,
+                kept=state.window.seen_groups - folded,
+                folded_into="__other__",
+                max_models_per_target=self.settings.max_models_per_target,
+            )
+        state.capped = bool(folded)
 
     # ------------------------------------------------------------------ the tick
 
