@@ -17,8 +17,9 @@ run on the same machine):
    `analysis` is the tick minus that;
 2. live: `phaselens run` as a child process scraping a local HTTP server that serves the 10,000
    model body; this process polls `/healthz` every 50 ms for `--live-seconds` and records each
-   answer's latency (an unanswered poll counts at the 2 s client timeout), then sends SIGTERM
-   and times the exit (`--shutdown-timeout` is 5 s).
+   answer's latency and status (0: no answer within the 2 s client timeout; 503: the pipeline
+   heartbeat is older than 5 s, i.e. no tick finished lately), then sends SIGTERM and times the
+   exit (`--shutdown-timeout` is 5 s).
 A baseline that takes longer than `--baseline-timeout` per measurement is reported as such.
 """
 
@@ -152,8 +153,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def live(pythonpath: str, models: int, seconds: float) -> dict[str, Any]:
-    _Engine.body = payload(bodies()[-1], models)
+def live(pythonpath: str, models: int, seconds: float, shape: str) -> dict[str, Any]:
+    _Engine.body = payload(bodies()[-1], models, shape)
     engine = ThreadingHTTPServer(("127.0.0.1", 0), _Engine)
     threading.Thread(target=engine.serve_forever, daemon=True).start()
     port = free_port()
@@ -161,14 +162,15 @@ def live(pythonpath: str, models: int, seconds: float) -> dict[str, Any]:
     command = [sys.executable, "-m", "phaselens", "run", "--target", f"http://127.0.0.1:{engine.server_port}/metrics",
                "--listen", f"127.0.0.1:{port}", "--interval", "1", "--scrape-timeout", "5",
                "--stale-after", "30", "--shutdown-timeout", "5", "--log-level", "warning"]
-    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latencies: list[float] = []
     statuses: dict[str, int] = {}
+    ticks = 0
     try:
         deadline = time.monotonic() + 30
-        while _get(port, "/readyz", 1.0)[0] != 200:
+        while _get(port, "/healthz", 1.0)[0] == 0:  # until the server listens
             if time.monotonic() > deadline or child.poll() is not None:
-                raise RuntimeError("sidecar did not become ready")
+                raise RuntimeError("sidecar did not start")
             time.sleep(0.1)
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -177,7 +179,8 @@ def live(pythonpath: str, models: int, seconds: float) -> dict[str, Any]:
             latencies.append(time.perf_counter() - start)
             statuses[str(status)] = statuses.get(str(status), 0) + 1
             time.sleep(0.05)
-        metrics = _get(port, "/metrics", 10.0)[1]
+        metrics = _get(port, "/metrics", 10.0)[1].decode(errors="replace")
+        ticks = len(re.findall(r"^phaselens_tick_duration_seconds ", metrics, re.M))
         start = time.perf_counter()
         child.send_signal(signal.SIGTERM)
         try:
@@ -190,10 +193,10 @@ def live(pythonpath: str, models: int, seconds: float) -> dict[str, Any]:
             child.kill()
             child.wait()
         engine.shutdown()
-    models_exported = set(re.findall(r'model_name="([^"]*)"', metrics.decode(errors="replace")))
-    return {"models": models, "polls": len(latencies), "statuses": statuses,
-            "healthz_p50_s": statistics.median(latencies), "healthz_max_s": max(latencies),
-            "sigterm_exit_s": stop, "model_names_exported": len(models_exported)}
+    return {"models": models, "shape": shape, "body_bytes": len(_Engine.body), "polls": len(latencies),
+            "statuses": statuses, "healthz_p50_s": statistics.median(latencies),
+            "healthz_max_s": max(latencies), "published_a_tick": bool(ticks), "sigterm_exit_s": stop,
+            "model_names_exported": len(set(re.findall(r'model_name="([^"]*)"', metrics)))}
 
 
 def _get(port: int, path: str, timeout: float) -> tuple[int, bytes]:
@@ -255,7 +258,7 @@ def main() -> int:
         print(json.dumps(tick_times(args.models[0], args.points, args.repeat, args.shapes[0])))
         return 0
     if args.child == "live":
-        print(json.dumps(live(os.environ.get("PYTHONPATH", ""), args.models[0], args.live_seconds)))
+        print(json.dumps(live(os.environ.get("PYTHONPATH", ""), args.models[0], args.live_seconds, args.shapes[0])))
         return 0
 
     runs: dict[str, dict[str, Any]] = {}
@@ -270,9 +273,10 @@ def main() -> int:
                         key = f"{label}/{shape}/{models}"
                         runs[key] = child(tree, "tick", models, shape, args)
                         print(key, json.dumps(runs[key]), flush=True)
-                if args.live_models:
-                    runs[f"{label}/live"] = child(tree, "live", args.live_models, "scalars", args)
-                    print(f"{label}/live", json.dumps(runs[f"{label}/live"]), flush=True)
+                for shape in args.shapes if args.live_models else ():
+                    key = f"{label}/live/{shape}"
+                    runs[key] = child(tree, "live", args.live_models, shape, args)
+                    print(key, json.dumps(runs[key]), flush=True)
         finally:
             if args.baseline_ref:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(Path(tmp) / "checkout")],
@@ -304,10 +308,10 @@ def _summary(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
         verdict = "met" if goal["tick_s"] < GOAL_TICK_SECONDS_AT_1000 else "NOT met"
         print(f"goal: a whole tick < {GOAL_TICK_SECONDS_AT_1000 * 1000:.0f} ms at 1,000 models (shape 'one', as "
               f"issue 17 measured it): {verdict}")
-    for label in ("this", "baseline"):
-        result = runs.get(f"{label}/live")
-        if result:
-            print(f"live {label}: {json.dumps(result)}")
+    print("\nlive `phaselens run`: /healthz polled every 50 ms (status: count), then SIGTERM")
+    for key, result in runs.items():
+        if "/live/" in key:
+            print(f"{key}: {json.dumps(result)}")
 
 
 if __name__ == "__main__":

@@ -84,6 +84,7 @@ class TargetState:
     parse_errors_total: float = 0.0
     failing_since_logged: bool = False
     capped: bool = False
+    superseded_total: int = 0
     pending: deque[ScrapeResult] = field(default_factory=lambda: deque(maxlen=_MAX_PENDING))
 
 
@@ -222,7 +223,14 @@ class Pipeline:
         fresh: dict[str, tuple[Target, TargetWindow]] = {}
         for state in self.states.values():
             while state.pending:
-                self._ingest(state, state.pending.popleft())
+                result = state.pending.popleft()
+                if state.pending and result.payload is not None:
+                    # A newer scrape is already waiting: the tick fell behind (a huge body). Parsing
+                    # this one too would make the next tick longer still, and so on, so only the
+                    # newest is parsed; the window simply has one point fewer.
+                    state.superseded_total += 1
+                    continue
+                self._ingest(state, result)
             signals.extend(self._self_signals(state, now))
             if not self._is_fresh(state, now) or not len(state.window):
                 continue
