@@ -774,6 +774,7 @@ class _ParseState:
         self.families: dict[str, _FamilyAcc] = {}
         self.issues: list[ParseIssue] = []
         self.issue_count = 0
+        self.duplicated: set[tuple[str, Labels]] = set()
         self.eof_seen = False
         self.current: _Occurrence | None = None
         self.allowed: frozenset[str] = _NO_NAMES
@@ -855,9 +856,10 @@ class _ParseState:
     def duplicate(self, sample: Sample, line_no: int) -> None:
         occ = self.current
         assert occ is not None
-        occ.series[(sample.name, sample.labels)] = sample  # the later line wins
+        occ.series[(sample.name, sample.labels)] = sample  # both copies are dropped in `result`
         occ.regroup = True  # its bucket was grouped twice
-        reason = "duplicate series: an earlier line has the same name and labels (this later one is kept)"
+        self.duplicated.add((sample.name, sample.labels))
+        reason = "duplicate series: an earlier line has the same name and labels (both are dropped)"
         self.issue(line_no, reason, self.line_text(line_no))
 
     def buckets_of(self, group: Labels) -> list[tuple[float, float]]:
@@ -913,7 +915,8 @@ class _ParseState:
         for key, sample in series.items():
             if keep(key, sample) is not sample:
                 acc.series[key] = sample
-                reason = f"duplicate series: family {name!r} appears twice and repeats this series"
+                self.duplicated.add(key)
+                reason = f"duplicate series: family {name!r} appears twice and repeats this series (both dropped)"
                 self.issue(occ.last_line, reason, self.line_text(occ.last_line))
 
     # ---- output
@@ -922,11 +925,15 @@ class _ParseState:
         self.finish()
         families: dict[str, MetricFamily] = {}
         new_histogram = make_histogram
+        duplicated = self.duplicated
         for name, acc in self.families.items():
+            dropped = _drop_duplicates(acc, duplicated) if duplicated else set()
             samples = tuple(acc.series.values())
             histograms: tuple[Histogram, ...] = ()
             if acc.type == "histogram" or acc.type == "gaugehistogram":
-                groups = _group_from_samples(name, samples) if acc.regroup else acc.groups
+                groups = _group_from_samples(name, samples) if acc.regroup or dropped else acc.groups
+                if dropped:
+                    groups = {labels: group for labels, group in groups.items() if labels not in dropped}
                 histograms = tuple(
                     [
                         new_histogram(name, labels, tuple(sorted(buckets)), sum_, count)
@@ -939,7 +946,21 @@ class _ParseState:
             issues=tuple(self.issues),
             format="openmetrics" if self.openmetrics else "prometheus",
             issue_count=self.issue_count,
+            duplicates=tuple(sorted(duplicated)[:MAX_STORED_ISSUES]),
         )
+
+
+def _drop_duplicates(acc: _FamilyAcc, duplicated: set[tuple[str, Labels]]) -> set[Labels]:
+    """Remove every copy of a duplicated series from the family: which copy is true is unknown, and
+    keeping either would be a confident wrong value. Returns the histogram series (labels without
+    `le`) that lost a bucket, a sum or a count: those are dropped whole."""
+    dropped: set[Labels] = set()
+    renamed = {(name + "_total", labels) for name, labels in duplicated}  # text counters gain `_total`
+    for key in [key for key in acc.series if key in duplicated or key in renamed]:
+        del acc.series[key]
+        name, labels = key
+        dropped.add(tuple(pair for pair in labels if pair[0] != "le") if name.endswith("_bucket") else labels)
+    return dropped
 
 
 def _no_keep(key: tuple[str, Labels], sample: Sample) -> Sample:

@@ -45,6 +45,7 @@ RecommendationGate = Callable[[list[Recommendation]], list[Recommendation]]
 
 _log = get_logger("pipeline")
 _MAX_PENDING = 16
+_MAX_REJECTIONS_LOGGED = 10_000  # (target, canonical series, reason) keys: a bounded set
 
 
 def parse_payload(payload: bytes, content_type: str | None, time_: float, engine: str) -> EngineSnapshot:
@@ -120,6 +121,7 @@ class Pipeline:
         self.heartbeat_monotonic: float | None = None
         self._latest: TickResult | None = None
         self._dropped_logged: set[tuple[str, str]] = set()
+        self._rejections_logged: set[tuple[str, str, str]] = set()
 
     # ------------------------------------------------------------------ inputs
 
@@ -168,10 +170,29 @@ class Pipeline:
             return
         state.window.add(snapshot)
         self._log_capping(state)
+        self._log_rejections(state, snapshot)
         state.parse_errors_total += snapshot.parse_issues
         state.up = True
         state.failing_since_logged = False
         state.last_good = result.time
+
+    def _log_rejections(self, state: TargetState, snapshot: EngineSnapshot) -> None:
+        """`series_rejected` once per (target, series, reason): a bad engine is visible, not a flood."""
+        for rejection in snapshot.rejected:
+            key = (state.target.name, rejection.series, rejection.reason)
+            if key in self._rejections_logged or len(self._rejections_logged) >= _MAX_REJECTIONS_LOGGED:
+                continue
+            self._rejections_logged.add(key)
+            log_event(
+                _log,
+                "series_rejected",
+                logging.WARNING,
+                target=state.target.name,
+                series=rejection.series,
+                reason=rejection.reason,
+                labels=dict(rejection.labels),
+                action="treated as missing for the scrape",
+            )
 
     def _log_capping(self, state: TargetState) -> None:
         """One `models_capped` line when a target starts having more groups than the cap."""

@@ -28,8 +28,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from phaselens.model import EngineKind, EngineSnapshot, Exposition, Histogram, Labels, MetricFamily
+from phaselens.model import EngineKind, EngineSnapshot, Exposition, Histogram, Labels, MetricFamily, SeriesRejection
 from phaselens.parsers.engines import canonical as c
+from phaselens.parsers.engines.validate import validate_snapshot
 
 RuleKind = Literal["counter", "gauge", "histogram", "cache_config_info", "info_gauge"]
 Source = Literal["vllm", "dynamo", "nixl"]
@@ -451,4 +452,24 @@ def map_exposition(
         acc.add_family(family, binding)
     resolved_kind = kind if kind is not None else kind_of(sources, saw_dynamo)
     issues = max(exposition.issue_count, len(exposition.issues))
-    return acc.snapshot(resolved_kind, time, issues)
+    snapshot = acc.snapshot(resolved_kind, time, issues)
+    # duplicates were counted as parse issues by the parser: named here for the log and for their siblings
+    return validate_snapshot(snapshot, _duplicates(exposition.duplicates, table))
+
+
+_SAMPLE_SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created", "_info")
+
+
+def _duplicates(duplicates: Iterable[tuple[str, Labels]], table: Table) -> tuple[SeriesRejection, ...]:
+    """The parser dropped every copy of a duplicated series; name the canonical series it fed."""
+    out: list[SeriesRejection] = []
+    for name, labels in duplicates:
+        binding = table.get(name)
+        if binding is None:
+            base = next((name[: -len(s)] for s in _SAMPLE_SUFFIXES if name.endswith(s)), None)
+            binding = table.get(base) if base is not None else None
+        if binding is not None and binding.rule.canonical:
+            model, engine, kept = _split_raw_labels(labels, binding.rule.keep)
+            canonical = _canonical_labels(model or "", engine, kept)
+            out.append(SeriesRejection(binding.rule.canonical, canonical, "duplicate series"))
+    return tuple(out)
