@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from phaselens.model import EngineKind, EngineSnapshot, Exposition, Histogram, Labels, MetricFamily, SeriesRejection
 from phaselens.parsers.engines import canonical as c
@@ -125,7 +125,20 @@ _InternalKey = tuple[str, str | None, str, Labels]
 
 _Split = tuple[str | None, str, Labels]
 _SPLIT_CACHE: dict[tuple[Labels, tuple[str, ...]], _Split] = {}
-_SPLIT_CACHE_LIMIT = 50_000
+_CACHE_LIMIT = 200_000  # entries: 10,000 models x their series fit, so a many-model target does not thrash
+_CACHE_BYTES_LIMIT = 32 * 1024 * 1024  # and bytes of label text: label values are <= 1 KiB (the parser)
+_cache_bytes: dict[int, int] = {}
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any, labels: Labels) -> None:
+    """`cache[key] = value`, emptying the cache first when its count or label bytes pass the limits."""
+    size = 200 + sum(len(k) + len(v) for k, v in labels)
+    held = _cache_bytes.get(id(cache), 0) + size
+    if len(cache) >= _CACHE_LIMIT or held > _CACHE_BYTES_LIMIT:
+        cache.clear()
+        held = size
+    _cache_bytes[id(cache)] = held
+    cache[key] = value
 
 
 def _split_labels(labels: Labels, keep: tuple[str, ...]) -> _Split:
@@ -133,10 +146,8 @@ def _split_labels(labels: Labels, keep: tuple[str, ...]) -> _Split:
     cache_key = (labels, keep)
     split = _SPLIT_CACHE.get(cache_key)
     if split is None:
-        if len(_SPLIT_CACHE) >= _SPLIT_CACHE_LIMIT:  # bounded even on label-churning payloads
-            _SPLIT_CACHE.clear()
         split = _split_raw_labels(labels, keep)
-        _SPLIT_CACHE[cache_key] = split
+        _remember(_SPLIT_CACHE, cache_key, split, labels)
     return split
 
 
@@ -353,7 +364,6 @@ def _passes(labels: Labels, only: tuple[str, frozenset[str]]) -> bool:
 
 
 _LABELS_CACHE: dict[tuple[str, str, Labels], Labels] = {}
-_LABELS_CACHE_LIMIT = 50_000
 
 
 def _canonical_labels(model: str, engine: str, kept: Labels) -> Labels:
@@ -361,10 +371,8 @@ def _canonical_labels(model: str, engine: str, kept: Labels) -> Labels:
     key = (model, engine, kept)
     labels = _LABELS_CACHE.get(key)
     if labels is None:
-        if len(_LABELS_CACHE) >= _LABELS_CACHE_LIMIT:  # bounded even on label-churning payloads
-            _LABELS_CACHE.clear()
         labels = tuple(sorted((("engine", engine), ("model_name", model), *kept)))
-        _LABELS_CACHE[key] = labels
+        _remember(_LABELS_CACHE, key, labels, labels)
     return labels
 
 
