@@ -39,6 +39,12 @@ Every signal is computed over the window (`--window`, default 30 s) unless it sa
 signal that cannot be computed (no traffic, metric absent) is not exported: never a made-up 0,
 never NaN. Pool signals (`target="pool"`, `role="pool"`, `engine="all"`) exist only when at least one
 prefill and one decode target serve the model.
+
+`model_name` and `engine` come from the engine. A target keeps at most `--max-models-per-target`
+(default 20) (model_name, engine) groups, the busiest by requests; the others are summed into one
+group with `model_name="__other__"` (see [hardening.md](hardening.md)). An engine value that cannot
+be true (a ratio outside 0..1, an infinite count, non-cumulative buckets, a duplicated series) is
+treated as missing, never clamped, and counted in `phaselens_parse_errors_total`.
 """
 
 
