@@ -94,9 +94,20 @@ class Exposition:
     format: Literal["prometheus", "openmetrics"] = "prometheus"
     issue_count: int = 0
     """All malformed lines seen; `issues` keeps only the first few (a garbage body has millions)."""
+    duplicates: tuple[tuple[str, Labels], ...] = ()
+    """(sample name, labels) of series that appeared more than once: dropped, every copy (the first few)."""
 
 
 # --------------------------------------------------------------------------- canonical snapshot (adapter output)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRejection:
+    """A canonical series left out of a snapshot because its value cannot be true (docs/hardening.md)."""
+
+    series: str
+    labels: Labels
+    reason: str
 
 SeriesKey = tuple[str, Labels]
 """(canonical name, canonical labels). Canonical labels always include `model_name` and `engine`."""
@@ -119,6 +130,8 @@ class EngineSnapshot:
     prefix_cache_unit: Literal["tokens", "blocks"] | None = None
     parse_issues: int = 0
     engine_version_hint: str | None = None
+    rejected: tuple[SeriesRejection, ...] = ()
+    """Series treated as missing for this scrape (out of range, inconsistent, duplicated)."""
 
 
 @dataclass(frozen=True, slots=True)

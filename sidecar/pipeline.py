@@ -45,6 +45,7 @@ RecommendationGate = Callable[[list[Recommendation]], list[Recommendation]]
 
 _log = get_logger("pipeline")
 _MAX_PENDING = 16
+_MAX_REJECTIONS_LOGGED = 10_000  # (target, canonical series, reason) keys: a bounded set
 
 
 def parse_payload(payload: bytes, content_type: str | None, time_: float, engine: str) -> EngineSnapshot:
@@ -83,6 +84,8 @@ class TargetState:
     scrape_duration: float | None = None
     parse_errors_total: float = 0.0
     failing_since_logged: bool = False
+    capped: bool = False
+    superseded_total: int = 0
     pending: deque[ScrapeResult] = field(default_factory=lambda: deque(maxlen=_MAX_PENDING))
 
 
@@ -111,12 +114,14 @@ class Pipeline:
         self._cpu_time = cpu_time
         self.states: dict[str, TargetState] = {}
         for target in settings.targets if targets is None else targets:
-            self.states[target.name] = TargetState(target, TargetWindow(settings.window_seconds))
+            window = TargetWindow(settings.window_seconds, max_groups=settings.max_models_per_target)
+            self.states[target.name] = TargetState(target, window)
         self.analyzer_failures_total = 0
         self.ticks_total = 0
         self.heartbeat_monotonic: float | None = None
         self._latest: TickResult | None = None
         self._dropped_logged: set[tuple[str, str]] = set()
+        self._rejections_logged: set[tuple[str, str, str]] = set()
 
     # ------------------------------------------------------------------ inputs
 
@@ -164,10 +169,46 @@ class Pipeline:
             )
             return
         state.window.add(snapshot)
+        self._log_capping(state)
+        self._log_rejections(state, snapshot)
         state.parse_errors_total += snapshot.parse_issues
         state.up = True
         state.failing_since_logged = False
         state.last_good = result.time
+
+    def _log_rejections(self, state: TargetState, snapshot: EngineSnapshot) -> None:
+        """`series_rejected` once per (target, series, reason): a bad engine is visible, not a flood."""
+        for rejection in snapshot.rejected:
+            key = (state.target.name, rejection.series, rejection.reason)
+            if key in self._rejections_logged or len(self._rejections_logged) >= _MAX_REJECTIONS_LOGGED:
+                continue
+            self._rejections_logged.add(key)
+            log_event(
+                _log,
+                "series_rejected",
+                logging.WARNING,
+                target=state.target.name,
+                series=rejection.series,
+                reason=rejection.reason,
+                labels=dict(rejection.labels),
+                action="treated as missing for the scrape",
+            )
+
+    def _log_capping(self, state: TargetState) -> None:
+        """One `models_capped` line when a target starts having more groups than the cap."""
+        folded = state.window.folded_groups
+        if folded and not state.capped:
+            log_event(
+                _log,
+                "models_capped",
+                logging.WARNING,
+                target=state.target.name,
+                groups=state.window.seen_groups,
+                kept=state.window.seen_groups - folded,
+                folded_into="__other__",
+                max_models_per_target=self.settings.max_models_per_target,
+            )
+        state.capped = bool(folded)
 
     # ------------------------------------------------------------------ the tick
 
@@ -203,7 +244,14 @@ class Pipeline:
         fresh: dict[str, tuple[Target, TargetWindow]] = {}
         for state in self.states.values():
             while state.pending:
-                self._ingest(state, state.pending.popleft())
+                result = state.pending.popleft()
+                if state.pending and result.payload is not None:
+                    # A newer scrape is already waiting: the tick fell behind (a huge body). Parsing
+                    # this one too would make the next tick longer still, and so on, so only the
+                    # newest is parsed; the window simply has one point fewer.
+                    state.superseded_total += 1
+                    continue
+                self._ingest(state, result)
             signals.extend(self._self_signals(state, now))
             if not self._is_fresh(state, now) or not len(state.window):
                 continue

@@ -63,6 +63,7 @@ class Settings:
     state_save_interval_seconds: float = 60.0  # QueueIntelligence state (daily profile, model weights)
     gpu_telemetry: bool = True
     shutdown_timeout_seconds: float = 5.0
+    max_models_per_target: int = 20  # busiest (model_name, engine) groups kept; the rest sum into __other__
     # runtime (sidecar/config.py validates them)
     max_response_bytes: int = 32 * 1024 * 1024
     log_level: str = "info"

@@ -73,3 +73,23 @@ INFO_NUM_GPU_BLOCKS: Final = "num_gpu_blocks"
 INFO_KV_CACHE_SIZE_TOKENS: Final = "kv_cache_size_tokens"
 INFO_ENABLE_PREFIX_CACHING: Final = "enable_prefix_caching"  # "True"/"False"
 INFO_KV_CACHE_METRICS_SAMPLE: Final = "kv_cache_metrics_sample"  # when known
+
+# --- kinds, for validation (validate.py) and for folding groups into `__other__` (window.py)
+RATIOS: Final = frozenset({KV_CACHE_USAGE, PREFIX_CACHE_HIT_RATE_GAUGE})
+"""Fractions of a whole: 0-1 after the adapter's unit conversion; combined by max, never summed."""
+COUNT_GAUGES: Final = frozenset(
+    {REQUESTS_RUNNING, REQUESTS_WAITING, REQUESTS_WAITING_BY_REASON, KV_ACTIVE_BLOCKS, KV_TOTAL_BLOCKS,
+     INFLIGHT_REQUESTS}
+)
+"""Gauges that count things: finite and >= 0; summed across models."""
+COUNTERS: Final = frozenset(
+    {PROMPT_TOKENS, GENERATION_TOKENS, PROMPT_TOKENS_BY_SOURCE, PROMPT_TOKENS_CACHED, PREFIX_CACHE_QUERIES,
+     PREFIX_CACHE_HITS, EXTERNAL_PREFIX_CACHE_QUERIES, EXTERNAL_PREFIX_CACHE_HITS, PREEMPTIONS, REQUEST_SUCCESS,
+     REQUESTS_TOTAL, NIXL_FAILED_TRANSFERS, NIXL_FAILED_NOTIFICATIONS, NIXL_KV_EXPIRED_REQUESTS,
+     NIXL_AGENT_TX_BYTES, NIXL_AGENT_RX_BYTES, NIXL_AGENT_TX_REQUESTS, NIXL_AGENT_XFER_TIME_SECONDS,
+     NIXL_AGENT_XFER_POST_TIME_SECONDS, NIXL_AGENT_EVENTS_DROPPED, NIXL_AGENT_RX_REQUESTS,
+     NIXL_AGENT_MEMORY_REGISTERED_BYTES, NIXL_AGENT_MEMORY_DEREGISTERED_BYTES, NIXL_AGENT_ERRORS}
+)
+"""Cumulative counts: finite and >= 0 (a decrease between scrapes is a reset, not an error)."""
+FINISHED_REQUESTS: Final = (REQUEST_SUCCESS, REQUESTS_TOTAL)
+"""The counters of finished requests (vLLM, Dynamo frontend): a model group's traffic."""
