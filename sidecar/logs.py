@@ -13,12 +13,18 @@ import logging
 import sys
 from typing import Any, TextIO
 
+from phaselens.redact import redact, redact_value
+
 LOGGER_NAME = "phaselens"
 _RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
-    """`{"ts", "level", "event", ...fields}`; the exception, if any, as `error` and `traceback`."""
+    """`{"ts", "level", "event", ...fields}`; the exception, if any, as `error` and `traceback`.
+
+    Every string in the line passes through `redact` (credentials in URLs and query strings),
+    so no caller can leak one by logging a URL or an error message that quotes it.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
@@ -33,7 +39,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[1] is not None:
             payload["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
             payload["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str, separators=(",", ":"))
+        return json.dumps(redact_value(payload), default=lambda o: redact(str(o)), separators=(",", ":"))
 
 
 def setup_logging(level: str = "info", stream: TextIO | None = None) -> logging.Logger:

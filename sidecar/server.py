@@ -27,6 +27,7 @@ from phaselens.logs import get_logger, log_event
 from phaselens.model import TickResult
 from phaselens.pipeline import Pipeline
 from phaselens.settings import Settings
+from phaselens.sources.auth_file import AuthFile
 from phaselens.sources.scraper import ScrapeLoop, ScrapeResult, raise_if_cancelling
 
 _log = get_logger("server")
@@ -133,6 +134,7 @@ class Sidecar:
         settings = self.settings
         connector = aiohttp.TCPConnector(limit_per_host=2, enable_cleanup_closed=True)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        auth = AuthFile(settings.target_auth_file) if settings.target_auth_file else None
         for target in settings.targets:
             loop = ScrapeLoop(
                 target,
@@ -143,6 +145,7 @@ class Sidecar:
                 settings.scrape_timeout_seconds,
                 settings.jitter_ratio,
                 settings.max_response_bytes,
+                auth=auth,
             )
             self.tasks.append(asyncio.create_task(loop.run(), name=f"scrape:{target.name}"))
         self.tasks.append(asyncio.create_task(self._tick_loop(), name="tick"))

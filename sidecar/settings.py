@@ -7,10 +7,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from phaselens.model import Target
+from phaselens.redact import redact
 
 
 class ConfigError(ValueError):
-    """Invalid configuration: reported at start-up (and by --check-config), never at run time."""
+    """Invalid configuration: reported at start-up (and by --check-config), never at run time.
+
+    The message is redacted when the error is made: it often quotes the target that was wrong.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,7 @@ class Settings:
     otlp_temporality: str = "cumulative"  # or "delta"
     otlp_interval_seconds: float = 10.0
     state_file: str | None = None
+    target_auth_file: str | None = None  # bearer token or user:password, re-read when it changes
     state_save_interval_seconds: float = 60.0  # QueueIntelligence state (daily profile, model weights)
     gpu_telemetry: bool = True
     shutdown_timeout_seconds: float = 5.0

@@ -30,9 +30,7 @@ _CHILD = textwrap.dedent(
 
 
 def _load_in_child(path: Path) -> tuple[dict[str, object], list[dict[str, object]]]:
-    child = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, timeout=30
-    )
+    child = subprocess.run([sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, timeout=30)
     assert child.returncode == 0, f"exit {child.returncode}\n{child.stderr[-3000:]}"
     logs = [json.loads(line) for line in child.stderr.splitlines()]
     return json.loads(child.stdout), logs
