@@ -43,7 +43,7 @@ class ReplayEngine:
         engine = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 engine.seen_auth.append(self.headers.get("Authorization"))
                 engine.paths.append(self.path)
                 if engine.required_auth is not None and self.headers.get("Authorization") != engine.required_auth:
@@ -59,7 +59,7 @@ class ReplayEngine:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
