@@ -220,6 +220,28 @@ OPTIONS: tuple[Option, ...] = (
     Option("--shutdown-timeout", "shutdown_timeout_seconds", _float, "graceful shutdown limit in seconds", "S"),
     Option("--max-response-bytes", "max_response_bytes", _int, "reject metrics bodies larger than this", "N"),
     Option("--log-level", "log_level", _text, "debug|info|warning|error", "LEVEL"),
+    Option(
+        "--http-header-timeout",
+        "http_header_timeout_seconds",
+        _float,
+        "close a connection that has not sent a whole request within S seconds (default 10)",
+        "S",
+    ),
+    Option(
+        "--http-keepalive-timeout",
+        "http_keepalive_timeout_seconds",
+        _float,
+        "close a keep-alive connection idle for S seconds after a response (default 75)",
+        "S",
+    ),
+    Option(
+        "--http-max-connections",
+        "http_max_connections",
+        _int,
+        "most HTTP connections held; above it the longest idle are closed (default 1024, "
+        "or the open-file limit less 64)",
+        "N",
+    ),
 )
 OPTIONS_BY_DEST = {option.dest: option for option in OPTIONS}
 _FILE_KEYS = {option.field: option for option in OPTIONS} | OPTIONS_BY_DEST
@@ -369,6 +391,9 @@ def validate(settings: Settings) -> None:
         "--otlp-interval": settings.otlp_interval_seconds,
         "--shutdown-timeout": settings.shutdown_timeout_seconds,
         "--max-response-bytes": float(settings.max_response_bytes),
+        "--http-header-timeout": settings.http_header_timeout_seconds,
+        "--http-keepalive-timeout": settings.http_keepalive_timeout_seconds,
+        "--http-max-connections": float(settings.http_max_connections or 1),
     }
     for flag, value in positive.items():
         if not value > 0:

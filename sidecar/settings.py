@@ -73,4 +73,8 @@ class Settings:
     shutdown_timeout_seconds: float = 5.0
     # runtime (sidecar/config.py validates them)
     max_response_bytes: int = 32 * 1024 * 1024
+    # our HTTP server (sidecar/http_guard.py)
+    http_header_timeout_seconds: float = 10.0
+    http_keepalive_timeout_seconds: float = 75.0
+    http_max_connections: int | None = None  # None: 1024, or fewer under a low open-file limit
     log_level: str = "info"
