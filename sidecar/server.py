@@ -29,7 +29,7 @@ from phaselens.model import TickResult
 from phaselens.pipeline import Pipeline
 from phaselens.settings import Settings
 from phaselens.sources.auth_file import AuthFile
-from phaselens.sources.scraper import ScrapeLoop, ScrapeResult, raise_if_cancelling
+from phaselens.sources.scraper import ScrapeLoop, ScrapeResult, backoff_cap, raise_if_cancelling
 
 _log = get_logger("server")
 SIDECAR_KEY: web.AppKey[Sidecar] = web.AppKey("sidecar")
@@ -152,6 +152,7 @@ class Sidecar:
                 settings.scrape_timeout_seconds,
                 settings.jitter_ratio,
                 settings.max_response_bytes,
+                backoff_cap(settings.interval_seconds, settings.stale_after_seconds),
                 auth=auth,
             )
             self.tasks.append(asyncio.create_task(loop.run(), name=f"scrape:{target.name}"))

@@ -34,7 +34,7 @@ def free_port() -> int:
 
 
 class ReplayEngine:
-    def __init__(self, required_auth: str | None = None) -> None:
+    def __init__(self, required_auth: str | None = None, port: int = 0) -> None:
         self.bodies = recorded_bodies()
         self.required_auth = required_auth
         self.seen_auth: list[str | None] = []
@@ -62,9 +62,13 @@ class ReplayEngine:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @classmethod
+    def on_port(cls, port: int) -> ReplayEngine:
+        return cls(port=port)
 
     def __enter__(self) -> ReplayEngine:
         self._thread.start()

@@ -118,6 +118,15 @@ class Backoff:
         return self._rng.uniform(self.base, ceiling)
 
 
+def backoff_cap(interval_seconds: float, stale_after_seconds: float, ceiling: float = 30.0) -> float:
+    """The longest wait between failed scrapes: never past the stale-after time (at least one interval).
+
+    A longer wait would leave a target that came back reported stale well after it answers
+    again; failed connections to a dead port are cheap, so probing that often costs little.
+    """
+    return max(interval_seconds, min(ceiling, stale_after_seconds))
+
+
 class ScrapeLoop:
     """Scrapes one target forever; every result goes to `deliver` (success or failure)."""
 
