@@ -108,6 +108,25 @@ class RateLimit(logging.Filter):
 _ROOT_HANDLER_MARK = "_phaselens_root_handler"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time of each record (it may be swapped later)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
+def _handler(stream: TextIO | None) -> logging.Handler:
+    return logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+
+
 def setup_logging(level: str = "info", stream: TextIO | None = None) -> logging.Logger:
     """Configure the `phaselens` logger (idempotent): JSON lines to `stream` (stderr by default).
 
@@ -117,7 +136,7 @@ def setup_logging(level: str = "info", stream: TextIO | None = None) -> logging.
     logger = logging.getLogger(LOGGER_NAME)
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _handler(stream)
     handler.setFormatter(JsonFormatter())
     logger.addHandler(handler)
     logger.setLevel(level.upper())
@@ -126,7 +145,7 @@ def setup_logging(level: str = "info", stream: TextIO | None = None) -> logging.
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _ROOT_HANDLER_MARK, False)]:
         root.removeHandler(old)
-    foreign = logging.StreamHandler(stream or sys.stderr)
+    foreign = _handler(stream)
     foreign.setFormatter(JsonFormatter())
     foreign.addFilter(RateLimit())
     foreign.setLevel(logging.WARNING)
