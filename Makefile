@@ -35,7 +35,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
-e2e: $(STAMP)
+e2e: $(STAMP) system-deps
 	bash e2e/run.sh
 
 demo-live: $(STAMP)

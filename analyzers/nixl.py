@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from phaselens.analyzers.window import Group, HistogramDelta, histogram_quantile
-from phaselens.exporters.specs import SPECS_BY_NAME
+from phaselens.exporters.specs import SPECS_BY_NAME, percentile_label
 from phaselens.model import (
     Labels,
     LogEvent,
@@ -348,7 +348,7 @@ def figures_to_signals(figures: NixlFigures, base_labels: Mapping[str, str]) -> 
     src = {"source": figures.source}
     for q, value in sorted(figures.quantiles.items()):
         if _finite(value):
-            labels = _labels(TRANSFER_SECONDS, base_labels, figures.group, {**src, "quantile": f"{q:g}"})
+            labels = _labels(TRANSFER_SECONDS, base_labels, figures.group, {**src, "percentile": percentile_label(q)})
             out.append(Signal(TRANSFER_SECONDS, labels, value))
     optional: tuple[tuple[str, float | None], ...] = (
         (BYTES_PER_SECOND, figures.bytes_per_second),

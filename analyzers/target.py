@@ -25,6 +25,7 @@ from phaselens.analyzers.phase import (
 from phaselens.analyzers.recommend import Scope, TargetFindings, recommend_for_target
 from phaselens.analyzers.view import WindowView
 from phaselens.analyzers.window import Group, TargetWindow
+from phaselens.exporters.specs import percentile_label
 from phaselens.model import Recommendation, Signal, Target, make_labels
 from phaselens.parsers.engines import canonical as c
 from phaselens.settings import Settings
@@ -54,11 +55,6 @@ class SignalSink:
         for phase in ("prefill", "decode"):
             flag = 1.0 if load.bottleneck == phase else 0.0
             self.add("phaselens_phase_bottleneck", base, flag, phase=phase)
-
-
-def quantile_label(q: float) -> str:
-    """0.5 -> "0.5", 0.99 -> "0.99" (the spelling Prometheus summaries use)."""
-    return repr(q)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +132,7 @@ def group_signals(m: GroupMeasurements, base: Mapping[str, str], sink: SignalSin
     sink.add("phaselens_kv_headroom_tokens", base, m.kv.headroom_tokens)
     for name, quantiles in m.latency.items():
         for q, value in quantiles.values.items():
-            sink.add(name, base, value, quantile=quantile_label(q))
+            sink.add(name, base, value, percentile=percentile_label(q))
     sink.attainment("ttft", base, m.goodput.ttft)
     sink.attainment("itl", base, m.goodput.itl)
     sink.attainment("joint", base, m.goodput.joint)

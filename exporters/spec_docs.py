@@ -12,6 +12,10 @@ SPLITWISE = "Splitwise (Patel et al., ISCA'24, arXiv:2311.18677)"
 PAGED = "PagedAttention (Kwon et al., SOSP'23, arXiv:2309.06180)"
 VLLM_METRICS = "vLLM docs/design/metrics.md and vllm/v1/metrics/loggers.py"
 PROM_QUANTILE = "Prometheus histogram_quantile()"
+NOT_QUANTILE = (
+    "a gauge over a sliding window, not a summary: the summary-reserved label quantile would fail "
+    "promtool check metrics"
+)
 LLMD_TOKEN = "llm-d guides/workload-autoscaling/keda-epp-token-aware"
 LLMD_PD = "llm-d guides/pd-disaggregation; llm-d-inference-scheduler prefix-based-pd-decider"
 DYNAMO_PLANNER = "NVIDIA Dynamo load planner (docs/architecture/load_planner.md), disagg_perf_tuning.md"
@@ -110,23 +114,27 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
     },
     # latency and goodput
     "phaselens_ttft_seconds": {
-        "formula": "histogram_quantile(q, increase of ttft buckets over the window), q in 0.5/0.9/0.95/0.99",
+        "formula": "histogram_quantile(q, increase of ttft buckets over the window), q in 0.5/0.9/0.95/0.99; "
+                   "label percentile = 100 q: \"50\", \"90\", \"95\", \"99\" (" + NOT_QUANTILE + ")",
         "source": f"{PROM_QUANTILE}; {VLLM_METRICS} (time_to_first_token_seconds)",
         "limits": "Linear inside a bucket: error up to that bucket's width; a rank in +Inf reports the top "
                   "finite bound. On a P/D decode instance TTFT includes the KV transfer. " + WINDOW,
     },
     "phaselens_itl_seconds": {
-        "formula": "histogram_quantile(q, increase of inter-token latency buckets over the window)",
+        "formula": "histogram_quantile(q, increase of inter-token latency buckets over the window); label "
+                   "percentile as for phaselens_ttft_seconds",
         "source": f"{PROM_QUANTILE}; {VLLM_METRICS} (inter_token_latency_seconds, was time_per_output_token)",
         "limits": "One observation per output step, so long requests weigh more; bucket-width error.",
     },
     "phaselens_queue_wait_seconds": {
-        "formula": "histogram_quantile(q, increase of request_queue_time buckets over the window)",
+        "formula": "histogram_quantile(q, increase of request_queue_time buckets over the window); label "
+                   "percentile as for phaselens_ttft_seconds",
         "source": f"{PROM_QUANTILE}; {VLLM_METRICS} (request_queue_time_seconds)",
         "limits": "Recorded when a request finishes, so it lags the queue by the request's run time.",
     },
     "phaselens_e2e_latency_seconds": {
-        "formula": "histogram_quantile(q, increase of e2e_request_latency buckets over the window)",
+        "formula": "histogram_quantile(q, increase of e2e_request_latency buckets over the window); label "
+                   "percentile as for phaselens_ttft_seconds",
         "source": f"{PROM_QUANTILE}; {VLLM_METRICS}",
         "limits": "Bucket-width error (coarse buckets above 1 s).",
     },
@@ -155,8 +163,9 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
     },
     # nixl (analyzers/nixl.py)
     "phaselens_nixl_transfer_seconds": {
-        "formula": "quantile of NIXL transfer time over the window from the first source with data: vLLM "
-                   "nixl_xfer_time histogram, NIXL telemetry ring (exact), or the KV Transfer log line's p90",
+        "formula": "quantile q of NIXL transfer time over the window from the first source with data: vLLM "
+                   "nixl_xfer_time histogram, NIXL telemetry ring (exact), or the KV Transfer log line's p90; "
+                   "q in 0.5/0.9/0.99, label percentile = 100 q (\"50\", \"90\", \"99\")",
         "source": "vLLM kv_connector/v1/nixl stats.py; NIXL telemetry (NIXL_TELEMETRY_DIR)",
         "limits": "vLLM pools observations across TP ranks (per-rank, not per request); the log source gives "
                   "an upper bound of p90 only.",

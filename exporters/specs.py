@@ -13,6 +13,18 @@ from phaselens.exporters.spec_docs import SIGNAL_DOCS
 
 BASE_LABELS: tuple[str, ...] = ("target", "role", "model_name", "engine")
 POOL_LABELS: tuple[str, ...] = ("role",)
+# Window quantiles are gauges over a sliding window, not summaries (whose `_sum` and `_count` are
+# cumulative), so they must not use the summary-reserved `quantile` label: `promtool check metrics`
+# rejects it. They carry `percentile` instead, in percent: "50", "90", "95", "99".
+PERCENTILE_LABEL = "percentile"
+
+
+def percentile_label(q: float) -> str:
+    """The `percentile` label value of quantile q: 0.5 -> "50", 0.99 -> "99", 0.999 -> "99.9"."""
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"quantile {q!r} is outside (0, 1)")
+    # Rounding removes binary noise (0.57 * 100 = 56.99999999999999); :g drops a trailing ".0".
+    return f"{round(q * 100, 6):g}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,15 +130,33 @@ SPECS: tuple[SignalSpec, ...] = (
         "phaselens_kv_headroom_tokens", "{token}", "KV-cache capacity not held by running requests, in tokens.", "kv"
     ),
     # latency and goodput
-    _spec("phaselens_ttft_seconds", "s", "Time to first token quantile over the window.", "latency", ("quantile",)),
-    _spec("phaselens_itl_seconds", "s", "Inter-token latency quantile over the window.", "latency", ("quantile",)),
-    _spec("phaselens_queue_wait_seconds", "s", "Engine queue wait quantile over the window.", "latency", ("quantile",)),
+    _spec(
+        "phaselens_ttft_seconds",
+        "s",
+        "Time to first token percentile over the window (label percentile, in percent).",
+        "latency",
+        (PERCENTILE_LABEL,),
+    ),
+    _spec(
+        "phaselens_itl_seconds",
+        "s",
+        "Inter-token latency percentile over the window (label percentile, in percent).",
+        "latency",
+        (PERCENTILE_LABEL,),
+    ),
+    _spec(
+        "phaselens_queue_wait_seconds",
+        "s",
+        "Engine queue wait percentile over the window (label percentile, in percent).",
+        "latency",
+        (PERCENTILE_LABEL,),
+    ),
     _spec(
         "phaselens_e2e_latency_seconds",
         "s",
-        "End-to-end request latency quantile over the window.",
+        "End-to-end request latency percentile over the window (label percentile, in percent).",
         "latency",
-        ("quantile",),
+        (PERCENTILE_LABEL,),
     ),
     _spec(
         "phaselens_slo_attainment_ratio",
@@ -149,9 +179,9 @@ SPECS: tuple[SignalSpec, ...] = (
     _spec(
         "phaselens_nixl_transfer_seconds",
         "s",
-        "NIXL KV-transfer time quantile over the window.",
+        "NIXL KV-transfer time percentile over the window (label percentile, in percent).",
         "nixl",
-        ("quantile", "source"),
+        (PERCENTILE_LABEL, "source"),
     ),
     _spec(
         "phaselens_nixl_transfer_bytes_per_second",

@@ -433,12 +433,12 @@ def render(result: PlanResult) -> str:
         "== Watch these five",
         "1 sum(phaselens_prefill_backlog_seconds{role=\"prefill\"})       prefill autoscaler input",
         "2 sum(phaselens_decode_kv_utilization_ratio{role=\"decode\"})     decode autoscaler input",
-        "3 max(phaselens_ttft_seconds{quantile=\"0.99\"})                  against the TTFT SLO",
+        "3 max(phaselens_ttft_seconds{percentile=\"99\"})                 against the TTFT SLO",
         "4 phaselens:slo_attainment_ratio:pool{slo=\"joint\"}               goodput bounds",
         "5 phaselens:pool_phase_imbalance_ratio                          which pool is short",
         "",
         "== Kill switch",
-        f"if max(phaselens_ttft_seconds{{quantile=\"0.99\"}}) > {plan.ttft_p99_seconds:g} for 10m after an "
+        f"if max(phaselens_ttft_seconds{{percentile=\"99\"}}) > {plan.ttft_p99_seconds:g} for 10m after an "
         "autoscaler change: kubectl apply -f last-known-good/ (the HPA objects saved before the change) and "
         "pin minReplicas to the current replica count until P99 TTFT is back under the SLO.",
     ]

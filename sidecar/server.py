@@ -60,10 +60,11 @@ def signals_document(tick: TickResult | None) -> dict[str, Any]:
     """`{"ts", "signals": {name: {target: value | {extra label values...: value}}}, "series": [...]}`.
 
     Path to a value: the signal name, then the `target` (or `role` for pool signals), then the
-    values of the signal's extra labels in spec order (quantile, slo, bound, ...). Examples, in
+    values of the signal's extra labels in spec order (percentile, slo, bound, ...). Examples, in
     GJSON syntax as KEDA's `valueLocation` takes it:
     `signals.phaselens_prefill_backlog_seconds.prefill`,
-    `signals.phaselens_ttft_seconds.aggregated.0\\.9` (dots inside a key are escaped).
+    `signals.phaselens_ttft_seconds.aggregated.90` (the 0.9 quantile; a dot inside a key, as in
+    a percentile of "99.9", is escaped: `99\\.9`).
     A signal without labels (`phaselens_tick_duration_seconds`) is the value itself.
     """
     if tick is None:

@@ -38,6 +38,16 @@ def test_summary_gives_the_shared_prefix_hit_ratio(aggregated_report: Path) -> N
     assert 50 <= mean <= peak <= 100
 
 
+def test_headline_latency_figures_come_from_the_percentile_series(aggregated_report: Path) -> None:
+    # The report reads the window quantiles by their `percentile` label: a wrong label gives n/a.
+    text = _text(aggregated_report)
+    for figure in ("worst TTFT p99 (s)", "median TTFT p50 (s)", "median ITL p50 (s)"):
+        found = re.search(re.escape(figure) + r" ([\d.e+-]+) ", text)
+        assert found, f"{figure}: {text[text.find(figure) :][:60]}"
+        assert float(found.group(1)) > 0
+    assert "TTFT quantiles vs SLO" in text and "ITL quantiles vs SLO" in text
+
+
 def test_report_lists_recommendations_with_evidence_and_confidence(aggregated_report: Path) -> None:
     html = aggregated_report.read_text(encoding="utf-8")
     assert "KV_CACHE_PRESSURE" in html

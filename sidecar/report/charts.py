@@ -14,7 +14,7 @@ from phaselens.analyzers.episodes import Episode
 from phaselens.report.frame import RunData
 
 EPISODE_COLOURS = {"kv_pressure": "#d62728", "overload": "#ff7f0e", "idle": "#7f7f7f", "prefix_reuse": "#2ca02c"}
-QUANTILES = ("0.5", "0.9", "0.99")
+PERCENTILES = ("50", "90", "99")  # the `percentile` label values drawn
 
 
 @dataclass(frozen=True)
@@ -96,14 +96,14 @@ def target_charts(
         ("ttft", "phaselens_ttft_seconds", slo_ttft, "TTFT"),
         ("itl", "phaselens_itl_seconds", slo_itl, "ITL"),
     ):
-        lines = {q: run.series(name, target, quantile=q) for q in QUANTILES}
+        lines = {p: run.series(name, target, percentile=p) for p in PERCENTILES}
         if all(s.empty for s in lines.values()):
             continue
         fig, ax = _new()
         _shade(ax, episodes)
-        for q, series in lines.items():
+        for p, series in lines.items():
             if not series.empty:
-                ax.plot(series.index, series.values, label=f"p{float(q) * 100:g}")
+                ax.plot(series.index, series.values, label=f"p{p}")
         if slo is not None:
             ax.axhline(slo, color="black", linestyle="--", linewidth=1, label=f"SLO {slo:g} s")
         ax.set_ylabel("seconds")
@@ -139,13 +139,13 @@ def target_charts(
             ax.axhline(1.0, color="black", linewidth=0.8)
         charts.append(Chart("phase", f"{target}: phases", _finish(fig, ax, f"{target}: phase time share")))
 
-    nixl = {q: run.series("phaselens_nixl_transfer_seconds", target, quantile=q) for q in QUANTILES}
+    nixl = {p: run.series("phaselens_nixl_transfer_seconds", target, percentile=p) for p in PERCENTILES}
     if any(not s.empty for s in nixl.values()):
         fig, ax = _new()
         _shade(ax, episodes)
-        for q, series in nixl.items():
+        for p, series in nixl.items():
             if not series.empty:
-                ax.plot(series.index, series.values * 1000, label=f"p{float(q) * 100:g}")
+                ax.plot(series.index, series.values * 1000, label=f"p{p}")
         ax.set_ylabel("ms")
         charts.append(Chart("nixl", f"{target}: NIXL transfer time", _finish(fig, ax, f"{target}: NIXL transfer time")))
     return charts

@@ -171,9 +171,9 @@ def _headline(run: RunData, target: str, episodes: list[Episode]) -> dict[str, f
     return {
         "peak queue depth": stat("phaselens_prefill_queue_depth", "max"),
         "peak KV utilization": stat("phaselens_decode_kv_utilization_ratio", "max"),
-        "worst TTFT p99 (s)": stat("phaselens_ttft_seconds", "max", quantile="0.99"),
-        "median TTFT p50 (s)": stat("phaselens_ttft_seconds", "median", quantile="0.5"),
-        "median ITL p50 (s)": stat("phaselens_itl_seconds", "median", quantile="0.5"),
+        "worst TTFT p99 (s)": stat("phaselens_ttft_seconds", "max", percentile="99"),
+        "median TTFT p50 (s)": stat("phaselens_ttft_seconds", "median", percentile="50"),
+        "median ITL p50 (s)": stat("phaselens_itl_seconds", "median", percentile="50"),
         "median joint SLO attainment (lower)": stat(
             "phaselens_slo_attainment_ratio", "median", slo="joint", bound="lower"
         ),
@@ -182,7 +182,7 @@ def _headline(run: RunData, target: str, episodes: list[Episode]) -> dict[str, f
         "preemptions (approx.)": sum(
             float(e.evidence.get("preemptions_approx", 0.0)) for e in episodes if e.kind == "kv_pressure"
         ),
-        "median NIXL transfer p90 (s)": stat("phaselens_nixl_transfer_seconds", "median", quantile="0.9"),
+        "median NIXL transfer p90 (s)": stat("phaselens_nixl_transfer_seconds", "median", percentile="90"),
     }
 
 
@@ -234,8 +234,8 @@ def _nixl_sentences(run: RunData) -> list[str]:
         return []
     out: list[str] = []
     for target in sorted(set(nixl["target"])):
-        p50 = run.series("phaselens_nixl_transfer_seconds", target, quantile="0.5")
-        p90 = run.series("phaselens_nixl_transfer_seconds", target, quantile="0.9")
+        p50 = run.series("phaselens_nixl_transfer_seconds", target, percentile="50")
+        p90 = run.series("phaselens_nixl_transfer_seconds", target, percentile="90")
         bps = run.series("phaselens_nixl_transfer_bytes_per_second", target)
         share = run.series("phaselens_nixl_ttft_share_ratio", target)
         fail = run.series("phaselens_nixl_transfer_failure_ratio", target)
