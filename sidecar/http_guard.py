@@ -120,8 +120,7 @@ class ConnectionGuard:
         expired = [
             handler
             for handler, conn in self._conns.items()
-            if not conn.active
-            and now - conn.since > (self.keepalive_timeout if conn.served else self.header_timeout)
+            if not conn.active and now - conn.since > (self.keepalive_timeout if conn.served else self.header_timeout)
         ]
         for handler in expired:
             self._close(handler)
