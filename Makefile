@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench e2e demo-live clean system-deps docker-smoke
+.PHONY: setup demo test lint bench soak e2e demo-live clean system-deps docker-smoke
 
 # Set-up prints two lines; pip's own output goes to $(SETUP_LOG), shown only when it fails.
 SETUP_LOG := $(VENV)/setup.log
@@ -38,7 +38,11 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy sidecar parsers analyzers exporters
 
 bench: $(STAMP)
-	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	for f in benchmarks/bench_*.py; do [ $$f = benchmarks/bench_soak.py ] && continue; echo "== $$f"; $(PY) $$f || exit 1; done
+
+# 30 minutes of `phaselens run` at 0.25 s against the recorded engine: RSS growth per hour
+soak: $(STAMP)
+	nice $(PY) benchmarks/bench_soak.py --minutes 30
 
 e2e: $(STAMP) system-deps
 	bash e2e/run.sh

@@ -25,6 +25,7 @@ from phaselens.config import add_options, load_settings, require_targets, settin
 from phaselens.exporters.recommendations import RecommendationSink, recommendation_fields
 from phaselens.logs import get_logger, log_event, setup_logging
 from phaselens.model import TickResult
+from phaselens.redact import redact
 from phaselens.settings import ConfigError, Settings
 from phaselens.sources.recording import RecordingError, load_all, merge_by_time
 
@@ -89,7 +90,7 @@ def _run_run(args: argparse.Namespace) -> int:
         settings = _settings(args)
         require_targets(settings)
     except ConfigError as exc:
-        print(f"phaselens: invalid configuration: {exc}", file=sys.stderr)
+        print(redact(f"phaselens: invalid configuration: {exc}"), file=sys.stderr)
         return 1 if args.check_config else 2
     if args.check_config:
         print(json.dumps({"config": "ok", "settings": settings_for_log(settings)}, indent=2))
@@ -177,7 +178,7 @@ def _run_record(args: argparse.Namespace) -> int:
         if args.count is not None and args.count <= 0:
             raise ConfigError("--count must be positive")
     except ConfigError as exc:
-        print(f"phaselens record: {exc}", file=sys.stderr)
+        print(redact(f"phaselens record: {exc}"), file=sys.stderr)
         return 2
     try:
         written = asyncio.run(

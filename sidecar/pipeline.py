@@ -83,9 +83,9 @@ class TargetState:
     last_good: float | None = None
     scrape_duration: float | None = None
     parse_errors_total: float = 0.0
-    failing_since_logged: bool = False
     capped: bool = False
     superseded_total: int = 0
+    parse_failures: int = 0  # consecutive scrapes that did not parse; the first one is logged as a warning
     pending: deque[ScrapeResult] = field(default_factory=lambda: deque(maxlen=_MAX_PENDING))
 
 
@@ -150,30 +150,21 @@ class Pipeline:
         try:
             snapshot = self._parse(result.payload, result.content_type, result.time, state.target.engine)
         except Exception as exc:
-            state.up = False
-            state.parse_errors_total += 1
-            level = logging.DEBUG if state.failing_since_logged else logging.WARNING
-            log_event(_log, "parse_failed", level, target=state.target.name, err=f"{type(exc).__name__}: {exc}")
-            state.failing_since_logged = True
+            self._parse_failed(state, 1, f"{type(exc).__name__}: {exc}")
             return
         if not snapshot.scalars and not snapshot.histograms and snapshot.parse_issues:
             # Nothing usable, only malformed lines: a failed scrape, not an idle engine.
-            state.up = False
-            state.parse_errors_total += snapshot.parse_issues
-            log_event(
-                _log,
-                "parse_failed",
-                logging.WARNING,
-                target=state.target.name,
-                err=f"no valid metrics ({snapshot.parse_issues} malformed lines)",
-            )
+            reason = f"no valid metrics ({snapshot.parse_issues} malformed lines)"
+            self._parse_failed(state, snapshot.parse_issues, reason)
             return
         state.window.add(snapshot)
         self._log_capping(state)
         self._log_rejections(state, snapshot)
         state.parse_errors_total += snapshot.parse_issues
         state.up = True
-        state.failing_since_logged = False
+        if state.parse_failures:
+            log_event(_log, "parse_recovered", target=state.target.name, after_failures=state.parse_failures)
+            state.parse_failures = 0
         state.last_good = result.time
 
     def _log_rejections(self, state: TargetState, snapshot: EngineSnapshot) -> None:
@@ -209,6 +200,14 @@ class Pipeline:
                 max_models_per_target=self.settings.max_models_per_target,
             )
         state.capped = bool(folded)
+
+    def _parse_failed(self, state: TargetState, errors: int, reason: str) -> None:
+        """One warning when a target's scrapes stop parsing, then debug until `parse_recovered`."""
+        state.up = False
+        state.parse_errors_total += errors
+        state.parse_failures += 1
+        level = logging.WARNING if state.parse_failures == 1 else logging.DEBUG
+        log_event(_log, "parse_failed", level, target=state.target.name, err=reason, failures=state.parse_failures)
 
     # ------------------------------------------------------------------ the tick
 
