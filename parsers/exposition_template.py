@@ -13,7 +13,8 @@ The rebuilt `Exposition` is equal to what the full parser returns for the same b
 checks that on the parse it learns from, and does not keep a structure that fails it.
 
 Memory: at most `MAX_TEMPLATES` structures of at most `MAX_TEMPLATE_BYTES` together (estimated at
-twice the body size: the value-less lines, plus indexes); the oldest is dropped first.
+four times the body size: the value-less lines, indexes, and the last scrape's objects, which the
+next scrape shares where its values did not change); the oldest is dropped first.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import pairwise, repeat
-from operator import itemgetter
+from itertools import compress, pairwise, repeat
+from operator import getitem, itemgetter, ne
 from typing import Any, Literal
 
 from phaselens.model import Exposition, FamilyType, Histogram, Labels, MetricFamily, Sample
@@ -32,7 +33,7 @@ __all__ = ["MAX_TEMPLATES", "MAX_TEMPLATE_BYTES", "clear", "remember", "reuse"]
 
 MAX_TEMPLATES = 16
 """Structures kept (one per scraped target in the steady state)."""
-MAX_TEMPLATE_BYTES = 192 * 1024 * 1024
+MAX_TEMPLATE_BYTES = 256 * 1024 * 1024
 """All kept structures together; one larger than this is not kept."""
 
 LabelInfoOf = Callable[[str], Any]
@@ -58,7 +59,8 @@ class _Template:
     comments: tuple[str, ...]
     free_at: Picker  # lines -> the other comment lines (any text: a capture's `# scrape_time 17...`)
     sample_at: Picker  # lines -> the sample lines
-    heads: list[str]  # each sample line without its last ` value`
+    heads: list[str]  # each sample line up to its value, with the space before it
+    value_at: list[slice]  # where each sample line's value starts
     # Samples in result order (families in order, each family's samples in order).
     order: Picker | None  # values in line order -> values in result order (None: same order)
     names: tuple[str, ...]
@@ -75,9 +77,17 @@ class _Template:
     format: Literal["prometheus", "openmetrics"]
     size: int
     used: bool = False  # reused at least once (a structure never reused is replaced first)
+    last: _Last | None = None  # the last scrape's values and objects (when samples are in line order)
 
 
-_NONE: tuple[tuple[str, ...], ...] = ((), (), ())
+@dataclass(frozen=True, slots=True)
+class _Last:
+    values: list[str]  # value text, line order
+    floats: list[float]
+    samples: list[Sample]  # result order == line order
+    histograms: list[Histogram]
+
+
 _TEMPLATES: OrderedDict[tuple[bool, int], list[_Template]] = OrderedDict()
 _misses: dict[tuple[bool, int], int] = {}
 _held = 0
@@ -99,22 +109,41 @@ def reuse(lines: list[str], openmetrics: bool) -> Exposition | None:
     for template in templates:
         if template.comment_at(lines) != template.comments or not _still_free(template.free_at(lines)):
             continue
-        split = map(str.rpartition, template.sample_at(lines), repeat(" "))
-        heads, _, values = tuple(zip(*split, strict=True)) or _NONE
-        if list(heads) != template.heads:
+        sample_lines = template.sample_at(lines)
+        # each sample line is its head, one space and a value (checked in C; no copy of the heads)
+        if not all(map(str.startswith, sample_lines, template.heads)):
             continue
-        joined = "".join(values)
-        # float() accepts `1_000` and blanks around the number; the format does not.
-        if "_" in joined or not joined.isprintable():
-            return None
-        try:
-            floats = list(map(float, values))
-        except ValueError:
-            return None
+        values: list[str] = list(map(getitem, sample_lines, template.value_at))
         template.used = True
         _misses.pop((openmetrics, len(lines)), None)
-        return _build(template, floats)
+        if template.last is not None:
+            return _build_changed(template, values, template.last)
+        floats = _floats(values)
+        return None if floats is None else _build(template, floats)
     return None
+
+
+def _floats(values: list[str]) -> list[float] | None:
+    joined = "".join(values)
+    # float() accepts `1_000` and blanks around the number; the format does not. A space means a
+    # timestamp or text after the value: a line of another shape, for the full parser.
+    if "_" in joined or " " in joined or not joined.isprintable():
+        return None
+    try:
+        return list(map(float, values))
+    except ValueError:
+        return None
+
+
+_SLICES: dict[int, slice] = {}
+
+
+def _from(start: int) -> slice:
+    """`slice(start, None)`, one object per start (a structure holds one per sample line)."""
+    found = _SLICES.get(start)
+    if found is None:
+        found = _SLICES[start] = slice(start, None)
+    return found
 
 
 def _still_free(comments: Sequence[str]) -> bool:
@@ -128,24 +157,73 @@ def _still_free(comments: Sequence[str]) -> bool:
 _KEYWORDS = ("HELP", "TYPE", "UNIT", "EOF")
 
 
-def _build(t: _Template, floats: list[float]) -> Exposition:
+def _new_samples(names: Sequence[str], labels: Sequence[Labels], values: Sequence[float]) -> list[Sample]:
     set_name, set_labels, set_value, set_timestamp = _SAMPLE_SETTERS
-    count = len(t.names)
-    samples = list(map(object.__new__, repeat(Sample, count)))
-    _consume(map(set_name, samples, t.names))
-    _consume(map(set_labels, samples, t.labels))
-    _consume(map(set_value, samples, floats if t.order is None else t.order(floats)))
-    _consume(map(set_timestamp, samples, repeat(None, count)))
-    histograms: list[Histogram] = []
+    samples = list(map(object.__new__, repeat(Sample, len(names))))
+    _consume(map(set_name, samples, names))
+    _consume(map(set_labels, samples, labels))
+    _consume(map(set_value, samples, values))
+    _consume(map(set_timestamp, samples, repeat(None, len(names))))
+    return samples
+
+
+def _new_histograms(t: _Template, floats: list[float], which: Sequence[int] | None = None) -> list[Histogram]:
+    """The histogram series (`which` of them; all when None) with their values from `floats`."""
+    pick: Picker = (lambda seq: seq) if which is None else _picker(which)
+    hset_name, hset_labels, hset_buckets, hset_sum, hset_count = _HISTOGRAM_SETTERS
+    extended = [*floats, None]
+    names = pick(t.h_names)
+    histograms = list(map(object.__new__, repeat(Histogram, len(names))))
+    _consume(map(hset_name, histograms, names))
+    _consume(map(hset_labels, histograms, pick(t.h_labels)))
+    buckets = map(tuple, map(zip, pick(t.h_bounds), map(floats.__getitem__, pick(t.h_slices))))  # type: ignore[arg-type]
+    _consume(map(hset_buckets, histograms, buckets))
+    _consume(map(hset_sum, histograms, map(extended.__getitem__, pick(t.h_sums))))
+    _consume(map(hset_count, histograms, map(extended.__getitem__, pick(t.h_counts))))
+    return histograms
+
+
+def _build_changed(t: _Template, values: list[str], last: _Last) -> Exposition | None:
+    """Only the values that changed since the last scrape are converted; the samples and histogram
+    series whose text did not change are the last scrape's (frozen) objects."""
+    changed = list(map(ne, values, last.values))
+    at = list(compress(range(len(values)), changed))
+    if not at:
+        return _families(t, last.samples, last.histograms)
+    pick = _picker(at)
+    new_floats = _floats(list(pick(values)))
+    if new_floats is None:
+        return None
+    floats = last.floats.copy()
+    samples = last.samples.copy()
+    for index, value, sample in zip(
+        at, new_floats, _new_samples(pick(t.names), pick(t.labels), new_floats), strict=True
+    ):
+        floats[index] = value
+        samples[index] = sample
+    histograms = last.histograms
     if t.h_names:
-        hset_name, hset_labels, hset_buckets, hset_sum, hset_count = _HISTOGRAM_SETTERS
-        extended = [*floats, None]
-        histograms = list(map(object.__new__, repeat(Histogram, len(t.h_names))))
-        _consume(map(hset_name, histograms, t.h_names))
-        _consume(map(hset_labels, histograms, t.h_labels))
-        _consume(map(hset_buckets, histograms, map(tuple, map(zip, t.h_bounds, map(floats.__getitem__, t.h_slices)))))
-        _consume(map(hset_sum, histograms, map(extended.__getitem__, t.h_sums)))
-        _consume(map(hset_count, histograms, map(extended.__getitem__, t.h_counts)))
+        changed.append(False)  # the index of a missing sum or count
+        stale = [
+            index
+            for index, (lines, sum_at, count_at) in enumerate(zip(t.h_slices, t.h_sums, t.h_counts, strict=True))
+            if changed[sum_at] or changed[count_at] or True in changed[lines]
+        ]
+        if stale:
+            histograms = histograms.copy()
+            for index, histogram in zip(stale, _new_histograms(t, floats, stale), strict=True):
+                histograms[index] = histogram
+    t.last = _Last(values, floats, samples, histograms)
+    return _families(t, samples, histograms)
+
+
+def _build(t: _Template, floats: list[float]) -> Exposition:
+    samples = _new_samples(t.names, t.labels, floats if t.order is None else t.order(floats))
+    histograms = _new_histograms(t, floats) if t.h_names else []
+    return _families(t, samples, histograms)
+
+
+def _families(t: _Template, samples: list[Sample], histograms: list[Histogram]) -> Exposition:
     fset_name, fset_type, fset_help, fset_unit, fset_samples, fset_histograms = _FAMILY_SETTERS
     names, types, helps, units, sample_slices, histogram_slices = t.family_columns
     families = list(map(object.__new__, repeat(MetricFamily, len(names))))
@@ -168,9 +246,9 @@ def remember(lines: list[str], openmetrics: bool, result: Exposition, label_info
     if len(_misses) > 4 * MAX_TEMPLATES:
         _misses.clear()
     _misses[key] = misses
-    if misses & (misses - 1) or result.issue_count or result.duplicates or 2 * size > MAX_TEMPLATE_BYTES:
+    if misses & (misses - 1) or result.issue_count or result.duplicates or 4 * size > MAX_TEMPLATE_BYTES:
         return
-    template = _learn(lines, openmetrics, result, label_info_of, 2 * size)
+    template = _learn(lines, openmetrics, result, label_info_of, 4 * size)
     if template is not None:
         _keep(key, template)
 
@@ -286,7 +364,8 @@ def _learn(
         comments=tuple(lines[i] for i in comment_index),
         free_at=_picker(free_index),
         sample_at=_picker(sample_index),
-        heads=heads,
+        heads=[head + " " for head in heads],
+        value_at=[_from(len(head) + 1) for head in heads],
         order=None if order == list(range(len(order))) else _picker(order),
         names=tuple(names),
         labels=tuple(labels),
@@ -300,7 +379,13 @@ def _learn(
         format="openmetrics" if openmetrics else "prometheus",
         size=size,
     )
-    return template if same_exposition(_build(template, floats), result) else None
+    if not same_exposition(_build(template, floats), result):
+        return None
+    if template.order is None:
+        samples = [sample for family in result.families.values() for sample in family.samples]
+        histograms = [h for family in result.families.values() for h in family.histograms]
+        template.last = _Last(values, floats, samples, histograms)
+    return template
 
 
 # --------------------------------------------------------------------------- equality
