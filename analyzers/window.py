@@ -168,6 +168,7 @@ class TargetWindow:
         self._traffic: dict[Group, _Traffic] = {}
         self._kept: set[Group] = set()
         self._folded: dict[tuple[str, Labels], _Folded] = {}
+        self._epoch = 0  # counts the times folding stopped: part of every generation label
         self._groups_of: dict[Labels, Group] = {}
         self._relabelled: dict[Labels, Labels] = {}
         self._relabelled_for: Group | None = None
@@ -182,6 +183,7 @@ class TargetWindow:
             self._points.clear()
             self._traffic.clear()
             self._folded.clear()
+            self._epoch += 1
         self._points.append(self._index(snapshot))
         cutoff = snapshot.time - self.horizon
         while len(self._points) > 1 and self._points[0].time < cutoff:
@@ -197,7 +199,9 @@ class TargetWindow:
         if limit is None or (len(raw) <= limit and OTHER_MODEL not in {g[0] for g in raw}):
             self.folded_groups = 0
             self._kept = set(raw)
-            self._folded.clear()
+            if self._folded:  # folding stopped: a later fold must not continue these series
+                self._folded.clear()
+                self._epoch += 1
             return _Point(snapshot, {group: _freeze(series) for group, series in raw.items()})
         kept = self._select(raw, limit)
         members = [group for group in raw if group not in kept]
@@ -230,16 +234,6 @@ class TargetWindow:
             weight = 1.0 - math.exp(-seconds / self.horizon)
             traffic[group] = _Traffic(finished, held.rate + weight * (increase / seconds - held.rate), time)
         self._traffic = traffic
-
-    def traffic(self, group: Group) -> float:
-        """A group's traffic as ranked: finished requests per window (EWMA) plus those in flight now."""
-        latest = self._points[-1] if self._points else None
-        held = self._traffic.get(group)
-        in_flight = 0.0
-        if latest is not None:
-            for name in (REQUESTS_RUNNING, REQUESTS_WAITING):
-                in_flight += sum(v for _, v in latest.scalars(name, group) if math.isfinite(v))
-        return (held.rate * self.horizon if held else 0.0) + in_flight
 
     def _select(self, raw: Mapping[Group, _RawGroup], limit: int) -> set[Group]:
         """The `limit` busiest groups. A kept group's score counts 25 % more, so two groups of
@@ -313,7 +307,7 @@ class TargetWindow:
             if held.members != members or value < held.value:
                 generation += 1
         folded[key] = _Folded(members, value, generation)
-        return tuple(sorted((*key[1], (GENERATION_LABEL, str(generation)))))
+        return tuple(sorted((*key[1], (GENERATION_LABEL, f"{self._epoch}.{generation}"))))
 
     def __len__(self) -> int:
         return len(self._points)
