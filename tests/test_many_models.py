@@ -271,11 +271,12 @@ async def test_healthz_answers_and_sigterm_stops_during_a_long_tick(bodies: list
 
 
 def test_folding_that_stops_and_resumes_starts_new_series() -> None:
-    window = TargetWindow(30.0, max_groups=1)
+    window = TargetWindow(30.0, max_groups=2)
     for step in range(6):
-        series = {"a": {c.REQUEST_SUCCESS: 1000.0 * step}, "b": {c.REQUEST_SUCCESS: 1.0 * step}}
+        series = {"a": {c.REQUEST_SUCCESS: 1000.0 * step}, "b": {c.REQUEST_SUCCESS: 10.0 * step}}
         if step != 3:  # c leaves for one scrape (under the cap: nothing folded), then comes back higher
             series["c"] = {c.REQUEST_SUCCESS: 1.0 * step + (500.0 if step > 3 else 0.0)}
         window.add(snap(float(step), series))
+        assert window.folded_groups == (0 if step == 3 else 1)
     increase = window.increase(c.REQUEST_SUCCESS, (OTHER_MODEL, "0"))
-    assert increase is not None and increase <= 2 * 5.0  # b and c at most 1 a scrape: never c's 500
+    assert increase is not None and increase <= 5.0  # c's own 1 a scrape at most: never its jump of 500
