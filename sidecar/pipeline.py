@@ -12,7 +12,9 @@ its analyzer signals and recommendations are withheld, so stale data is never sh
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import importlib
 import importlib.util
 import logging
@@ -46,6 +48,17 @@ RecommendationGate = Callable[[list[Recommendation]], list[Recommendation]]
 _log = get_logger("pipeline")
 _MAX_PENDING = 16
 _MAX_REJECTIONS_LOGGED = 10_000  # (target, canonical series, reason) keys: a bounded set
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def parse_payload(payload: bytes, content_type: str | None, time_: float, engine: str) -> EngineSnapshot:
@@ -142,6 +155,12 @@ class Pipeline:
         state.pending.append(result)
 
     def _ingest(self, state: TargetState, result: ScrapeResult) -> None:
+        # Parsing and indexing allocate a few objects per series and create no cycles; with many
+        # models, collections triggered by those allocations scanned the whole heap again and again.
+        with gc_paused():
+            self._ingest_one(state, result)
+
+    def _ingest_one(self, state: TargetState, result: ScrapeResult) -> None:
         if result.duration_seconds is not None:
             state.scrape_duration = result.duration_seconds
         if result.payload is None:
