@@ -280,3 +280,18 @@ def test_folding_that_stops_and_resumes_starts_new_series() -> None:
         assert window.folded_groups == (0 if step == 3 else 1)
     increase = window.increase(c.REQUEST_SUCCESS, (OTHER_MODEL, "0"))
     assert increase is not None and increase <= 5.0  # c's own 1 a scrape at most: never its jump of 500
+
+
+def test_the_cap_is_a_setting_like_every_other(tmp_path: Path) -> None:
+    from phaselens.config import load_settings
+    from phaselens.settings import ConfigError
+
+    assert Settings().max_models_per_target == 20
+    assert load_settings({}, {"PHASELENS_MAX_MODELS_PER_TARGET": "7"}).max_models_per_target == 7
+    config = tmp_path / "phaselens.yaml"
+    config.write_text("max_models_per_target: 3\n")
+    assert load_settings({}, {}, str(config)).max_models_per_target == 3
+    flags = {"max_models_per_target": "9"}
+    assert load_settings(flags, {"PHASELENS_MAX_MODELS_PER_TARGET": "7"}, str(config)).max_models_per_target == 9
+    with pytest.raises(ConfigError, match="max-models-per-target"):
+        load_settings({"max_models_per_target": "0"})
