@@ -268,6 +268,9 @@ class Pipeline:
                     # A newer scrape is already waiting: the tick fell behind (a huge body). Parsing
                     # this one too would make the next tick longer still, and so on, so only the
                     # newest is parsed; the window simply has one point fewer.
+                    if not state.superseded_total:
+                        log_event(_log, "scrape_superseded", logging.WARNING, target=state.target.name,
+                                  reason="the tick fell behind; only the newest pending scrape is parsed")
                     state.superseded_total += 1
                     continue
                 self._ingest(state, result)
