@@ -295,3 +295,25 @@ def test_the_cap_is_a_setting_like_every_other(tmp_path: Path) -> None:
     assert load_settings(flags, {"PHASELENS_MAX_MODELS_PER_TARGET": "7"}, str(config)).max_models_per_target == 9
     with pytest.raises(ConfigError, match="max-models-per-target"):
         load_settings({"max_models_per_target": "0"})
+
+
+def test_a_tick_that_fell_behind_parses_only_the_newest_scrape(
+    bodies: list[tuple[float, bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="phaselens")
+    parsed: list[float] = []
+
+    def parse(payload: bytes, content_type: str | None, time_: float, engine: str) -> EngineSnapshot:
+        parsed.append(time_)
+        return parse_payload(payload, content_type, time_, engine)
+
+    clock = ManualClock()
+    pipeline = Pipeline(Settings(targets=(TARGET,)), clock, parse=parse)
+    for _ in range(2):  # two ticks, each finding three scrapes queued behind it
+        for time_, body in bodies[40:43] if not parsed else bodies[43:46]:
+            pipeline.submit(ScrapeResult(TARGET.name, time_, 0.01, body, None))
+        clock.set(time_)
+        pipeline.tick()
+    assert parsed == [bodies[42][0], bodies[45][0]]
+    logged = [r for r in caplog.records if getattr(r, "event", None) == "scrape_superseded"]
+    assert len(logged) == 1
