@@ -154,7 +154,7 @@ class TargetWindow:
     """Snapshots of one target within `horizon` seconds, oldest first.
 
     `max_groups` caps the (model_name, engine) groups kept per snapshot: the busiest keep their own
-    series, the rest are folded into one `__other__` group (see `fold_groups`). None: no cap.
+    series, the rest are folded into one `__other__` group (see `_fold`). None: no cap.
     """
 
     def __init__(self, horizon_seconds: float, max_points: int = 3600, max_groups: int | None = None) -> None:
@@ -168,6 +168,7 @@ class TargetWindow:
         self._traffic: dict[Group, _Traffic] = {}
         self._kept: set[Group] = set()
         self._folded: dict[tuple[str, Labels], _Folded] = {}
+        self._generations = 0  # the last generation number handed out (see `_generation`)
         self._groups_of: dict[Labels, Group] = {}
         self._relabelled: dict[Labels, Labels] = {}
         self._relabelled_for: Group | None = None
@@ -197,7 +198,7 @@ class TargetWindow:
         if limit is None or (len(raw) <= limit and OTHER_MODEL not in {g[0] for g in raw}):
             self.folded_groups = 0
             self._kept = set(raw)
-            self._folded.clear()
+            self._folded.clear()  # folding stopped: a later fold starts new series
             return _Point(snapshot, {group: _freeze(series) for group, series in raw.items()})
         kept = self._select(raw, limit)
         members = [group for group in raw if group not in kept]
@@ -230,16 +231,6 @@ class TargetWindow:
             weight = 1.0 - math.exp(-seconds / self.horizon)
             traffic[group] = _Traffic(finished, held.rate + weight * (increase / seconds - held.rate), time)
         self._traffic = traffic
-
-    def traffic(self, group: Group) -> float:
-        """A group's traffic as ranked: finished requests per window (EWMA) plus those in flight now."""
-        latest = self._points[-1] if self._points else None
-        held = self._traffic.get(group)
-        in_flight = 0.0
-        if latest is not None:
-            for name in (REQUESTS_RUNNING, REQUESTS_WAITING):
-                in_flight += sum(v for _, v in latest.scalars(name, group) if math.isfinite(v))
-        return (held.rate * self.horizon if held else 0.0) + in_flight
 
     def _select(self, raw: Mapping[Group, _RawGroup], limit: int) -> set[Group]:
         """The `limit` busiest groups. A kept group's score counts 25 % more, so two groups of
@@ -305,13 +296,16 @@ class TargetWindow:
         self, folded: dict[tuple[str, Labels], _Folded], key: tuple[str, Labels],
         parts: list[tuple[Any, Labels]], value: float,
     ) -> Labels:
+        """The series' labels with its generation: unchanged while its members and a non-decreasing
+        value continue it, else a number never used before in this window (so no later fold, even
+        after folding stopped or the engine label changed, can continue an old series)."""
         members = (len(parts), hash(frozenset(labels for _, labels in parts)))
         held = self._folded.get(key)
-        generation = 0
-        if held is not None:
+        if held is not None and held.members == members and value >= held.value:
             generation = held.generation
-            if held.members != members or value < held.value:
-                generation += 1
+        else:
+            self._generations += 1
+            generation = self._generations
         folded[key] = _Folded(members, value, generation)
         return tuple(sorted((*key[1], (GENERATION_LABEL, str(generation)))))
 

@@ -3,7 +3,8 @@
 Endpoints: `/metrics` (our own registry, text 0.0.4 or OpenMetrics by Accept), `/healthz`
 (pipeline heartbeat age), `/readyz` (ready after the first good scrape), `/signals` (JSON for
 KEDA's metrics-api scaler; shape in `signals_document`). SIGTERM/SIGINT stop it gracefully
-within `settings.shutdown_timeout_seconds`.
+within `settings.shutdown_timeout_seconds`. Each tick runs in a daemon worker thread, so a long
+tick never holds up the endpoints or the shutdown; the endpoints read the published TickResult.
 """
 
 from __future__ import annotations

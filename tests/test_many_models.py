@@ -268,3 +268,52 @@ async def test_healthz_answers_and_sigterm_stops_during_a_long_tick(bodies: list
         if not server.done():
             server.cancel()
         await engine.cleanup()
+
+
+def test_folding_that_stops_and_resumes_starts_new_series() -> None:
+    window = TargetWindow(30.0, max_groups=2)
+    for step in range(6):
+        series = {"a": {c.REQUEST_SUCCESS: 1000.0 * step}, "b": {c.REQUEST_SUCCESS: 10.0 * step}}
+        if step != 3:  # c leaves for one scrape (under the cap: nothing folded), then comes back higher
+            series["c"] = {c.REQUEST_SUCCESS: 1.0 * step + (500.0 if step > 3 else 0.0)}
+        window.add(snap(float(step), series))
+        assert window.folded_groups == (0 if step == 3 else 1)
+    increase = window.increase(c.REQUEST_SUCCESS, (OTHER_MODEL, "0"))
+    assert increase is not None and increase <= 5.0  # c's own 1 a scrape at most: never its jump of 500
+
+
+def test_the_cap_is_a_setting_like_every_other(tmp_path: Path) -> None:
+    from phaselens.config import load_settings
+    from phaselens.settings import ConfigError
+
+    assert Settings().max_models_per_target == 20
+    assert load_settings({}, {"PHASELENS_MAX_MODELS_PER_TARGET": "7"}).max_models_per_target == 7
+    config = tmp_path / "phaselens.yaml"
+    config.write_text("max_models_per_target: 3\n")
+    assert load_settings({}, {}, str(config)).max_models_per_target == 3
+    flags = {"max_models_per_target": "9"}
+    assert load_settings(flags, {"PHASELENS_MAX_MODELS_PER_TARGET": "7"}, str(config)).max_models_per_target == 9
+    with pytest.raises(ConfigError, match="max-models-per-target"):
+        load_settings({"max_models_per_target": "0"})
+
+
+def test_a_tick_that_fell_behind_parses_only_the_newest_scrape(
+    bodies: list[tuple[float, bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="phaselens")
+    parsed: list[float] = []
+
+    def parse(payload: bytes, content_type: str | None, time_: float, engine: str) -> EngineSnapshot:
+        parsed.append(time_)
+        return parse_payload(payload, content_type, time_, engine)
+
+    clock = ManualClock()
+    pipeline = Pipeline(Settings(targets=(TARGET,)), clock, parse=parse)
+    for _ in range(2):  # two ticks, each finding three scrapes queued behind it
+        for time_, body in bodies[40:43] if not parsed else bodies[43:46]:
+            pipeline.submit(ScrapeResult(TARGET.name, time_, 0.01, body, None))
+        clock.set(time_)
+        pipeline.tick()
+    assert parsed == [bodies[42][0], bodies[45][0]]
+    logged = [r for r in caplog.records if getattr(r, "event", None) == "scrape_superseded"]
+    assert len(logged) == 1
