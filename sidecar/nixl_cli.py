@@ -100,7 +100,7 @@ def summary(path: Path, decoded: RingDecode) -> dict[str, object]:
         "dropped_events_known": decoded.dropped_events_known,
         "unfinished_tail_events": decoded.unfinished_tail_events,
         "unknown_events": grouped.unknown_events,
-        "event_names": sorted(set(decoded.event_names())) if header.version in EVENT_NAMES else None,
+        "event_names": decoded.distinct_event_names() if header.version in EVENT_NAMES else None,
     }
     if not timestamps:
         result["note"] = NO_TIMESTAMPS_NOTE
