@@ -1,8 +1,9 @@
 """The live sidecar's CPU at `--interval 0.25`, this checkout against a baseline git ref, in one run.
 
 The engine is a real HTTP server answering every scrape with the next real vLLM 0.32 capture of
-tests/fixtures/vllm-0.32.0-cpu-aggregated (the scrapes after the warm-up, in a loop: the same
-series, values that change as they did live). `phaselens run --interval 0.25` scrapes it; after a
+tests/fixtures/vllm-0.32.0-cpu-aggregated (the scrapes after the warm-up, replayed in laps with
+the cumulative values carried on, so they never reset: the same series, values that change as
+they did live). `phaselens run --interval 0.25` scrapes it; after a
 warm-up, its CPU time (user + system, all threads, /proc) over --seconds is its share of one core.
 The variants alternate (A B A B ...) so load from other work on the machine hits both alike.
 With --profile (py-spy installed), one more run of each is sampled and the top functions printed.
@@ -36,26 +37,50 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 GOAL = 0.02
 
 
-def bodies() -> list[bytes]:
+_CUMULATIVE = ("_total", "_bucket", "_sum", "_count")
+
+
+def bodies(count: int) -> list[bytes]:
+    """`count` scrapes: the real captures after the warm-up in order, then again and again with every
+    cumulative value (counters, histogram buckets, sums, counts) raised by what the whole capture
+    added, so the stream never shows a counter reset (a reset would make the window walk every step)."""
     with tarfile.open(CAPTURE) as archive:
         members = sorted((m for m in archive.getmembers() if m.name.endswith(".prom")), key=lambda m: m.name)
-        out = []
+        texts = []
         for member in members[40:]:  # after the first requests: the series set no longer grows
             handle = archive.extractfile(member)
             assert handle is not None
-            out.append(handle.read())
+            texts.append(handle.read().decode())
+    split = [[line.rpartition(" ") for line in text.splitlines()] for text in texts]
+    first = {head: float(value) for head, _, value in split[0] if head and not head.startswith("#")}
+    gain = {
+        head: float(value) - first[head]
+        for head, _, value in split[-1]
+        if head in first and head.partition("{")[0].endswith(_CUMULATIVE)
+    }
+    out = []
+    for index in range(count):
+        lap, at = divmod(index, len(split))
+        lines = [
+            f"{head} {float(value) + lap * gain[head]!r}" if lap and head in gain else f"{head}{space}{value}"
+            for head, space, value in split[at]
+        ]
+        out.append(("\n".join(lines) + "\n").encode())
     return out
 
 
 class Engine:
-    def __init__(self) -> None:
-        scrapes = bodies()
-        count = [0]
+    """Serves the next scrape of `bodies` per request (the last one once past the end); `restart`
+    goes back to the first, for the next sidecar."""
+
+    def __init__(self, count: int) -> None:
+        scrapes = bodies(count)
+        count_ = self.served = [0]
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                body = scrapes[count[0] % len(scrapes)]
-                count[0] += 1
+                body = scrapes[min(count_[0], len(scrapes) - 1)]
+                count_[0] += 1
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
@@ -69,6 +94,9 @@ class Engine:
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def restart(self) -> None:
+        self.served[0] = 0
 
     def close(self) -> None:
         self.server.shutdown()
@@ -98,8 +126,9 @@ def stop(child: subprocess.Popen[bytes]) -> None:
         child.wait()
 
 
-def measure(pythonpath: str, engine_port: int, warmup: float, seconds: float) -> float:
-    child = start(pythonpath, engine_port)
+def measure(pythonpath: str, engine: Engine, warmup: float, seconds: float) -> float:
+    engine.restart()
+    child = start(pythonpath, engine.port)
     try:
         time.sleep(warmup)
         if child.poll() is not None:
@@ -111,9 +140,10 @@ def measure(pythonpath: str, engine_port: int, warmup: float, seconds: float) ->
         stop(child)
 
 
-def profile(pythonpath: str, engine_port: int, warmup: float, seconds: float, top: int) -> list[str]:
+def profile(pythonpath: str, engine: Engine, warmup: float, seconds: float, top: int) -> list[str]:
     """py-spy samples of a live sidecar: the functions most often on CPU (self time), top first."""
-    child = start(pythonpath, engine_port)
+    engine.restart()
+    child = start(pythonpath, engine.port)
     try:
         time.sleep(warmup)
         with tempfile.TemporaryDirectory() as folder:
@@ -144,14 +174,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--profile", action="store_true", help="also sample both with py-spy")
     args = parser.parse_args()
-    engine = Engine()
+    engine = Engine(int((args.warmup + args.seconds) * 4 * 1.2))  # 4 scrapes a second at most
     with tempfile.TemporaryDirectory() as tmp:
         try:
             variants = {f"before ({args.baseline_ref})": baseline_tree(args.baseline_ref, Path(tmp)), "after": ""}
             shares: dict[str, list[float]] = {name: [] for name in variants}
             for _ in range(args.rounds):
                 for name, path in variants.items():
-                    shares[name].append(measure(path, engine.port, args.warmup, args.seconds))
+                    shares[name].append(measure(path, engine, args.warmup, args.seconds))
                     print(f"  {name}: {100 * shares[name][-1]:.2f}% of a core", flush=True)
             print(f"\nsidecar CPU at --interval 0.25 s, {args.rounds} x {args.seconds:.0f} s each (median, min-max):")
             for name, values in shares.items():
@@ -163,7 +193,7 @@ def main() -> int:
             if args.profile and shutil.which("py-spy"):
                 for name, path in variants.items():
                     print(f"\npy-spy, {name}: self time, top functions")
-                    for row in profile(path, engine.port, args.warmup, args.seconds, 12):
+                    for row in profile(path, engine, args.warmup, args.seconds, 12):
                         print("  " + row)
         finally:
             engine.close()
