@@ -44,6 +44,24 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
         "limits": "A share of the pre-allocated pool, so it drops when the pool grows; cached prefix blocks "
                   "no request holds count as free.",
     },
+    "phaselens_decode_kv_pressure_ratio": {
+        "formula": "basis=\"utilization\": the KV utilization (as phaselens_decode_kv_utilization_ratio), "
+                   "unless every KV utilization sample of the window is >= 0.95 while a host/offload tier is "
+                   "active and the preemption counter did not move; then basis=\"held_tokens\": KV held by "
+                   "running requests / KV capacity (SGLang kv_used_tokens / max_total_num_tokens), else "
+                   "basis=\"preemptions\": 1 if requests waited for KV blocks in the window (SGLang decode "
+                   "prealloc queue, vLLM capacity-blocked waiting), else 0. Host tier: --kv-offload-tier, or "
+                   "seen in the metrics (SGLang HiCache host tokens, TensorRT-LLM host pool / offload bytes, "
+                   "vLLM offload bytes or cache_config_info kv_offloading_size / num_cpu_blocks)",
+        "source": "llm-d workload-variant-autoscaler issue #927 (KV offloading pins kv_cache_usage_perc near "
+                  "95-100 %: false saturation); SGLang metrics_collector.py (kv_used_tokens: slots locked by "
+                  "running requests); a real Dynamo 1.6.1 mocker with --num-host-blocks "
+                  "(tests/fixtures/dynamo-1.6.1-mocker-host-offload)",
+        "limits": "The utilization basis is the decode autoscaler's signal whenever it is not pinned; the "
+                  "preemptions basis is coarse (0 or 1). Needs a preemption counter: without one (TensorRT-LLM) "
+                  "the pinned case is not claimed. The Dynamo mocker shows no host-tier metric: declare it "
+                  "with --kv-offload-tier. Also feeds the aggregated phase imbalance (decode saturation).",
+    },
     # phases
     "phaselens_phase_prefill_time_share_ratio": {
         "formula": "sum(prefill_time) / (sum(prefill_time) + sum(decode_time)) over requests finished in the "
