@@ -146,7 +146,7 @@ def test_sglang_tp_copies_are_not_added(fixtures_dir: Path) -> None:
     """`--enable-metrics-for-all-schedulers`: each TP rank reports a copy of one scheduler's gauges."""
     line = read(fixtures_dir, "sglang-0.4-pr7944").splitlines()[10]  # num_running_reqs
     assert line.startswith("sglang:num_running_reqs{engine_type")
-    copies = "\n".join(line.replace("{", '{tp_rank="%d",' % r).replace("} 0.0", "} 5.0") for r in range(4))
+    copies = "\n".join(line.replace("{", f'{{tp_rank="{r}",').replace("} 0.0", "} 5.0") for r in range(4))
     snap = snap_of(copies + "\n")
     model = "/home/moyun.zty/models/deepseek-ai__DeepSeek-R1"
     assert snap.scalars == {key(c.REQUESTS_RUNNING, model): 5.0}

@@ -137,3 +137,6 @@ TRITON_RULES: Final[tuple[tuple[str, Rule], ...]] = (
 TRTLLM_RULES: Final[tuple[tuple[str, Rule], ...]] = _spellings(_COLLECTOR) + TRITON_RULES
 
 TRTLLM_TABLE: Final[dict[str, Binding]] = build_table(TRTLLM_RULES)
+TRTLLM_COLLECTOR_TABLE: Final[dict[str, Binding]] = build_table(_spellings(_COLLECTOR))
+TRITON_TABLE: Final[dict[str, Binding]] = build_table(TRITON_RULES)
+"""The two exposures apart, for the per-engine coverage in docs/signals.md."""
