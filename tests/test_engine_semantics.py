@@ -228,3 +228,21 @@ def test_vllm_offload_traffic_is_a_tier() -> None:
         window.add(snap)
     result = kv_pressure(WindowView(window, 30.0), GROUP, 0.5, PINNED_AT, offload_declared=False)
     assert result is not None and result.host_tier == f"{c.HOST_KV_OFFLOAD_BYTES} +2e+06 in the window"
+
+
+def test_pressure_signal_is_published_next_to_utilization(tmp_path: Path) -> None:
+    """The real mocker capture through the pipeline, host tier declared: basis utilization, same value."""
+    runs = mocker_runs(tmp_path)
+    target = Target("worker", "aggregated", "http://worker/metrics")
+    clock = ManualClock(0.0)
+    pipeline = Pipeline(Settings(targets=(target,), kv_offload_tier=True, stale_after_seconds=10.0), clock)
+    for time_, text in runs["gpu160-seqs8-clients12"]:
+        clock.set(time_)
+        pipeline.submit(ScrapeResult("worker", time_, None, text.encode(), None))
+        tick = pipeline.tick()
+    values = {(s.name, dict(s.labels).get("basis")): s.value for s in tick.signals
+              if s.name in ("phaselens_decode_kv_pressure_ratio", "phaselens_decode_kv_utilization_ratio")}
+    assert values[("phaselens_decode_kv_pressure_ratio", "utilization")] == values[
+        ("phaselens_decode_kv_utilization_ratio", None)
+    ]
+    assert tick.warnings == ()
