@@ -73,6 +73,8 @@ class WindowLike(Protocol):
 
     def increase(self, name: str, group: Group) -> float | None: ...
 
+    def gauge(self, name: str, group: Group) -> float | None: ...
+
     def span(self) -> float: ...
 
 
@@ -90,6 +92,8 @@ class NixlFigures:
     quantiles: Mapping[float, float] = field(default_factory=dict)
     ttft_seconds_sum: float | None = None  # decode-side TTFT over the same window
     ttft_count: float | None = None
+    queued: Mapping[str, float] = field(default_factory=dict)
+    """Requests in the engine's P/D transfer queues at the last scrape (SGLang), for the evidence."""
 
     @property
     def mean_seconds(self) -> float | None:
@@ -170,12 +174,31 @@ def figures_from_vllm(window: WindowLike) -> list[NixlFigures]:
     return out
 
 
+_TRANSFER_QUEUES: tuple[tuple[str, str], ...] = (
+    ("prefill_bootstrap", c.PD_PREFILL_BOOTSTRAP_QUEUE),
+    ("prefill_inflight", c.PD_PREFILL_INFLIGHT_QUEUE),
+    ("decode_prealloc", c.PD_DECODE_PREALLOC_QUEUE),
+    ("decode_transfer", c.PD_DECODE_TRANSFER_QUEUE),
+)
+
+
+def _queued(window: WindowLike, group: Group) -> dict[str, float]:
+    out = {}
+    for label, name in _TRANSFER_QUEUES:
+        value = window.gauge(name, group)
+        if value is not None and math.isfinite(value):
+            out[label] = value
+    return out
+
+
 def figures_from_engine(window: WindowLike, source: str) -> list[NixlFigures]:
-    """SGLang / TensorRT-LLM per-request transfer histograms, or Triton's running totals."""
+    """SGLang / TensorRT-LLM per-request transfer histograms, or Triton's running totals; SGLang's
+    P/D queue depths ride along as evidence."""
     out: list[NixlFigures] = []
     for group in window.groups():
         xfer = window.histogram_delta(c.KV_TRANSFER_SECONDS, group)
         failed = window.increase(c.KV_TRANSFER_FAILURES, group)
+        queued = _queued(window, group)
         if xfer is not None:
             quantiles: dict[float, float] = {}
             if xfer.count > 0:
@@ -194,6 +217,7 @@ def figures_from_engine(window: WindowLike, source: str) -> list[NixlFigures]:
                     bytes_sum=size.sum if size is not None else None,
                     failures=failed,
                     quantiles=quantiles,
+                    queued=queued,
                 )
             )
             continue
@@ -202,7 +226,7 @@ def figures_from_engine(window: WindowLike, source: str) -> list[NixlFigures]:
         if total is not None and count is not None:
             out.append(
                 NixlFigures(source=source, group=group, transfers=count, xfer_seconds_sum=total,
-                            seconds=window.span(), failures=failed)
+                            seconds=window.span(), failures=failed, queued=queued)
             )
     return out
 
@@ -445,6 +469,8 @@ def recommend(
     bps = figures.bytes_per_second
     if bps is not None:
         evidence["bytes_per_second"] = round(bps, 1)
+    for queue, depth in figures.queued.items():
+        evidence[f"{queue}_queue_requests"] = depth
 
     slow_p90 = p90 is not None and p90 >= t.nixl_slow_p90_seconds
     slow_share = share is not None and share >= t.nixl_slow_ttft_share

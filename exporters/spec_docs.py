@@ -42,7 +42,9 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
                    "active_blocks / total_blocks (latest scrape), clamped to [0, 1]",
         "source": f"{VLLM_METRICS}; {DYNAMO_PLANNER} (decode on KV utilization); {LLMD_TOKEN}",
         "limits": "A share of the pre-allocated pool, so it drops when the pool grows; cached prefix blocks "
-                  "no request holds count as free.",
+                  "no request holds count as free. SGLang's token_usage is the fullest of its KV pools (full, "
+                  "SWA, Mamba). A host/offload tier can keep it pinned near 1 without pressure: see "
+                  "phaselens_decode_kv_pressure_ratio.",
     },
     "phaselens_decode_kv_pressure_ratio": {
         "formula": "basis=\"utilization\": the KV utilization (as phaselens_decode_kv_utilization_ratio), "
@@ -90,9 +92,9 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
     },
     # kv cache
     "phaselens_kv_prefix_cache_hit_ratio": {
-        "formula": "increase(prefix_cache_hits) / increase(prefix_cache_queries) over the window; V0 / "
-                   "Dynamo hit-rate gauge when there are no counters. Clamped to [0, 1] (hits are a "
-                   "part of queries).",
+        "formula": "increase(prefix_cache_hits) / increase(prefix_cache_queries) over the window (TensorRT-LLM: "
+                   "reused / (reused + missed) blocks; SGLang: cached / prompt tokens); V0 / Dynamo / SGLang "
+                   "hit-rate gauge when there are no counters. Clamped to [0, 1] (hits are a part of queries).",
         "source": f"{VLLM_METRICS} (rate(hits)/rate(queries)); vllm PR #46938 (windowed, not cumulative)",
         "limits": "Tokens on vLLM >= 0.9, blocks before (the ratio is the same); absent when no lookups "
                   "happened. On a P/D decode instance it is the local cache only (prompt KV arrives by "
@@ -173,20 +175,26 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
     },
     # nixl (analyzers/nixl.py)
     "phaselens_nixl_transfer_seconds": {
-        "formula": "quantile of NIXL transfer time over the window from the first source with data: vLLM "
-                   "nixl_xfer_time histogram, NIXL telemetry ring (exact), or the KV Transfer log line's p90",
-        "source": "vLLM kv_connector/v1/nixl stats.py; NIXL telemetry (NIXL_TELEMETRY_DIR)",
+        "formula": "quantile of KV transfer time over the window, one series per source (`source` label): vLLM "
+                   "nixl_xfer_time histogram, the engine's own per-request transfer histogram (SGLang "
+                   "kv_transfer_latency_ms, TensorRT-LLM under Dynamo kv_transfer_latency_seconds: "
+                   "sglang_metrics / trtllm_metrics / dynamo_metrics, on the target that records it, usually "
+                   "prefill), NIXL telemetry ring (exact), or the KV Transfer log line's p90",
+        "source": "vLLM kv_connector/v1/nixl stats.py; SGLang metrics_collector.py (kv_transfer_* histograms "
+                  "since PR #19009); Dynamo docs/backends/trtllm/prometheus.md; NIXL telemetry (NIXL_TELEMETRY_DIR)",
         "limits": "vLLM pools observations across TP ranks (per-rank, not per request); the log source gives "
-                  "an upper bound of p90 only.",
+                  "an upper bound of p90 only; SGLang's figure runs from the transfer queue to done, so it "
+                  "includes queueing (and before SGLang #23937 was fixed, decode time).",
     },
     "phaselens_nixl_transfer_bytes_per_second": {
         "formula": "bytes transferred in the window / window span",
-        "source": "vLLM nixl_bytes_transferred; NIXL agent exporter / telemetry rings",
+        "source": "vLLM nixl_bytes_transferred; SGLang kv_transfer_total_mb (MiB); TensorRT-LLM kv_transfer_bytes; "
+                  "NIXL agent exporter / telemetry rings",
         "limits": "Per-rank pooling as above; not fabric throughput.",
     },
     "phaselens_nixl_transfer_failure_ratio": {
         "formula": "failed transfers / (failed + successful transfers) in the window",
-        "source": "vLLM nixl_num_failed_transfers; NIXL telemetry",
+        "source": "vLLM nixl_num_failed_transfers; SGLang num_transfer_failed_reqs; NIXL telemetry",
         "limits": "Expired KV (prefill side) is counted separately by vLLM.",
     },
     "phaselens_nixl_ttft_share_ratio": {

@@ -111,6 +111,25 @@ def test_sglang_first_prometheus_version_percent_hit_rate(fixtures_dir: Path) ->
     assert "percent" in suspect.message and "87.5878" in suspect.message
 
 
+def test_sglang_0_3_5_capacity_and_name_label(fixtures_dir: Path) -> None:
+    """`max_total_num_tokens` is the KV capacity (info); limits like max_running_requests are not read."""
+    model = "/shared/public/elr-models/meta-llama/Llama-3.2-3B/5cc0ffe09ee49f7be6ca7c794ee6bd7245e84e60/"
+    snap = snap_of(read(fixtures_dir, "sglang-0.3.5-pr1853"))
+    assert snap.engine_kind == "sglang"
+    assert snap.scalars == {key(c.PROMPT_TOKENS, model): 230794.0}
+    assert snap.info == {"0": {c.INFO_KV_CACHE_SIZE_TOKENS: "570979"}}
+
+
+def test_sglang_0_5_1_rank_labels_are_dropped(fixtures_dir: Path) -> None:
+    snap = snap_of(read(fixtures_dir, "sglang-0.5.1-issue13485"))
+    assert snap.scalars == {
+        key(c.REQUESTS_RUNNING, "Qwen-32B"): 1.0,
+        key(c.KV_USED_TOKENS, "Qwen-32B"): 1.0,
+        key(c.KV_CACHE_USAGE, "Qwen-32B"): 0.0,
+        key(c.GENERATION_THROUGHPUT_GAUGE, "Qwen-32B"): 0.8371284457403783,
+    }
+
+
 def test_sglang_pd_excerpt_counters_and_engine_type(fixtures_dir: Path) -> None:
     model = "/home/moyun.zty/models/deepseek-ai__DeepSeek-R1"
     snap = snap_of(read(fixtures_dir, "sglang-0.4-pr7944"))

@@ -14,6 +14,8 @@ from phaselens.parsers.exposition import parse_exposition
 CANONICAL = {value for name, value in vars(c).items() if name.isupper() and isinstance(value, str)}
 FIXTURE_ENGINE = {
     "sglang-0.3-pr1461": "SGLang",
+    "sglang-0.3.5-pr1853": "SGLang",
+    "sglang-0.5.1-issue13485": "SGLang",
     "sglang-0.4-docs": "SGLang",
     "sglang-0.4-pr7944": "SGLang",
     "sglang-0.5-aibrix1614": "SGLang",

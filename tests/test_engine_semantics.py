@@ -93,6 +93,15 @@ def test_vllm_usage_in_percent_is_flagged_and_clamped() -> None:
     assert suspect.metric == "vllm:kv_cache_usage_perc" and "clamps it to 1" in suspect.message
 
 
+def test_dynamo_usage_percent_is_flagged_and_read_as_percent() -> None:
+    text = ("# TYPE dynamo_component_gpu_cache_usage_percent gauge\n"
+            'dynamo_component_gpu_cache_usage_percent{dynamo_component="backend",model="m"} 85\n')
+    snap = to_snapshot(parse_exposition(text), 1.0)
+    assert snap.scalars[key(c.KV_CACHE_USAGE)] == pytest.approx(0.85)
+    (suspect,) = snap.suspects
+    assert suspect.metric == "dynamo_component_gpu_cache_usage_percent" and "divided by 100" in suspect.message
+
+
 def test_token_usage_max_of_pools_names_the_binding_pool() -> None:
     """SYNTHETIC canonical snapshot: SGLang's per-pool gauges on a hybrid SWA model."""
     snap = EngineSnapshot(

@@ -36,7 +36,8 @@ def transfer_window(kind: str = "sglang") -> TargetWindow:
         (c.KV_TRANSFER_SECONDS, LABELS): hist(c.KV_TRANSFER_SECONDS, (0, 0, 0, 0), bounds, 0.0),
         (c.KV_TRANSFER_BYTES, LABELS): hist(c.KV_TRANSFER_BYTES, (0, 0), (1e9, math.inf), 0.0),
     })
-    end = EngineSnapshot(kind, 110.0, {(c.KV_TRANSFER_FAILURES, LABELS): 3.0}, {
+    end = EngineSnapshot(kind, 110.0, {(c.KV_TRANSFER_FAILURES, LABELS): 3.0,
+                                       (c.PD_PREFILL_INFLIGHT_QUEUE, LABELS): 7.0}, {
         (c.KV_TRANSFER_SECONDS, LABELS): hist(c.KV_TRANSFER_SECONDS, (10, 18, 20, 20), bounds, 3.0),
         (c.KV_TRANSFER_BYTES, LABELS): hist(c.KV_TRANSFER_BYTES, (20, 20), (1e9, math.inf), 1.5 * 2**30),
     })
@@ -59,6 +60,16 @@ def test_sglang_transfers_feed_the_transfer_signals_with_their_source() -> None:
     assert dict(p50.labels)["source"] == "sglang_metrics" and dict(p50.labels)["target"] == "prefill"
     assert by_name[("phaselens_nixl_transfer_bytes_per_second", None)].value == pytest.approx(1.5 * 2**30 / 10)
     assert by_name[("phaselens_nixl_transfer_failure_ratio", None)].value == pytest.approx(2 / 22)
+
+
+def test_slow_engine_transfers_are_advised_with_the_pd_queues_as_evidence() -> None:
+    base = {"target": "prefill", "role": "prefill", "model_name": MODEL, "engine": "0"}
+    _, recommendations = analyze_nixl(None, [], [], 110.0, Settings(), base,
+                                      engine_windows=[(base, "sglang", transfer_window())])
+    slow = next(r for r in recommendations if r.code == "NIXL_TRANSFER_SLOW")
+    assert slow.target == "prefill"
+    assert slow.evidence["source"] == "sglang_metrics"
+    assert slow.evidence["prefill_inflight_queue_requests"] == 7.0
 
 
 def test_triton_running_totals_give_a_mean_without_quantiles() -> None:
