@@ -43,13 +43,34 @@ RATIO_CANONICALS: frozenset[str] = frozenset(
 _PERCENT_CEILING = 100.0
 
 
+_RATIO_NAMES: dict[int, tuple[Mapping[str, Binding], frozenset[str]]] = {}
+
+
+def _ratio_names(table: Mapping[str, Binding]) -> frozenset[str]:
+    """Raw family names of a table that hold 0-1 ratios (computed once per table: every scrape asks)."""
+    held = _RATIO_NAMES.get(id(table))
+    if held is not None and held[0] is table:
+        return held[1]
+    names = frozenset(name for name, binding in table.items() if _holds_ratio(binding))
+    _RATIO_NAMES[id(table)] = (table, names)
+    return names
+
+
+def _holds_ratio(binding: Binding) -> bool:
+    rule = binding.rule
+    if rule.kind != "gauge":
+        return False
+    if rule.by_label is not None:
+        return any(canonical in RATIO_CANONICALS for _, canonical, _ in rule.by_label[1])
+    return rule.canonical in RATIO_CANONICALS
+
+
 def ratio_in_percent(exposition: Exposition, table: Mapping[str, Binding]) -> list[Suspect]:
     """One suspect per ratio family whose raw samples exceed 1 (but not 100)."""
     out: list[Suspect] = []
-    for name, family in exposition.families.items():
-        binding = table.get(name)
-        if binding is None or binding.rule.kind != "gauge":
-            continue
+    for name in _ratio_names(table) & exposition.families.keys():
+        family = exposition.families[name]
+        binding = table[name]
         rule = binding.rule
         if rule.by_label is not None:
             ratio_values = {value for value, canonical, _ in rule.by_label[1] if canonical in RATIO_CANONICALS}
@@ -57,10 +78,8 @@ def ratio_in_percent(exposition: Exposition, table: Mapping[str, Binding]) -> li
             values = [
                 s.value for s in family.samples if any(k == label and v in ratio_values for k, v in s.labels)
             ]
-        elif rule.canonical in RATIO_CANONICALS:
-            values = [s.value for s in family.samples if s.name == binding.base]
         else:
-            continue
+            values = [s.value for s in family.samples if s.name == binding.base]
         finite = [v for v in values if math.isfinite(v)]
         high = [v for v in finite if 1.0 < v <= _PERCENT_CEILING]
         if not high:
@@ -82,6 +101,8 @@ def ratio_in_percent(exposition: Exposition, table: Mapping[str, Binding]) -> li
 
 def token_usage_max_of_pools(snapshot: EngineSnapshot) -> list[Suspect]:
     """SGLang hybrid models: `token_usage` (our KV utilization) is the max over pools."""
+    if snapshot.engine_kind not in ("sglang", "dynamo"):  # only SGLang (or a Dynamo SGLang worker) has pools
+        return []
     pools: dict[str, float] = {}
     for (name, _), value in snapshot.scalars.items():
         for canonical, pool in (
