@@ -130,26 +130,27 @@ _InternalKey = tuple[str, str | None, str, Labels]
 
 
 _Split = tuple[str | None, str, Labels]
-_SPLIT_CACHE: dict[tuple[Labels, tuple[str, ...]], _Split] = {}
+_SPLIT_CACHE: dict[tuple[Labels, tuple[str, ...], bool], _Split] = {}
 _SPLIT_CACHE_LIMIT = 50_000
 
 
-def _split_labels(labels: Labels, keep: tuple[str, ...]) -> _Split:
+def _split_labels(labels: Labels, keep: tuple[str, ...], name_is_model: bool = False) -> _Split:
     """`_split_raw_labels`, cached: the same raw label sets recur in every scrape."""
-    cache_key = (labels, keep)
+    cache_key = (labels, keep, name_is_model)
     split = _SPLIT_CACHE.get(cache_key)
     if split is None:
         if len(_SPLIT_CACHE) >= _SPLIT_CACHE_LIMIT:  # bounded even on label-churning payloads
             _SPLIT_CACHE.clear()
-        split = _split_raw_labels(labels, keep)
+        split = _split_raw_labels(labels, keep, name_is_model)
         _SPLIT_CACHE[cache_key] = split
     return split
 
 
-def _split_raw_labels(labels: Labels, keep: tuple[str, ...]) -> _Split:
+def _split_raw_labels(labels: Labels, keep: tuple[str, ...], name_is_model: bool = False) -> _Split:
     """Model, engine and the kept extra labels of a raw series.
 
-    `model_name` (vLLM) wins over `model` (Dynamo), and `model` over `name` (SGLang <= 0.3);
+    `model_name` (vLLM) wins over `model` (Dynamo), and `model` over `name` (SGLang <= 0.3, read
+    only for SGLang rules: `name` means something else elsewhere);
     `engine` (vLLM DP index) over `dp_rank` (Dynamo, SGLang). A series without an engine label is
     engine "0" (single engine, or V0).
     """
@@ -164,7 +165,7 @@ def _split_raw_labels(labels: Labels, keep: tuple[str, ...]) -> _Split:
             model = value
         elif key == "model":
             alt_model = value
-        elif key == "name":
+        elif key == "name" and name_is_model:
             old_model = value
         elif key == "engine":
             engine = value
@@ -284,7 +285,7 @@ class _Accumulator:
                 if chosen is None:
                     continue
                 canonical, sample_scale = chosen[0], scale * chosen[1]
-            model, engine, kept = _split_labels(sample.labels, rule.keep)
+            model, engine, kept = _split_labels(sample.labels, rule.keep, rule.source == "sglang")
             matched = True
             if canonical.startswith("info:"):
                 self.fill_info.setdefault(engine, {})[canonical[len("info:") :]] = _format_number(value * sample_scale)
@@ -308,7 +309,7 @@ class _Accumulator:
         for hist in family.histograms:
             if rule.only is not None and not _passes(hist.labels, rule.only):
                 continue
-            model, engine, kept = _split_labels(hist.labels, rule.keep)
+            model, engine, kept = _split_labels(hist.labels, rule.keep, rule.source == "sglang")
             if model is None or rule.source == "dynamo":
                 self.needs_model_resolution = True
             scaled = hist if rule.scale == 1.0 else _scaled(hist, rule.scale)
