@@ -255,3 +255,17 @@ def test_pressure_signal_is_published_next_to_utilization(tmp_path: Path) -> Non
         ("phaselens_decode_kv_utilization_ratio", None)
     ]
     assert tick.warnings == ()
+
+
+def test_kv_offload_tier_setting_from_flag_env_and_file(tmp_path: Path) -> None:
+    from phaselens.config import load_settings
+
+    target = {"target": ["decode=http://127.0.0.1:9/metrics"]}
+    assert load_settings(target, env={}).kv_offload_tier is False
+    assert load_settings({**target, "kv_offload_tier": True}, env={}).kv_offload_tier is True
+    assert load_settings(target, env={"PHASELENS_KV_OFFLOAD_TIER": "true"}).kv_offload_tier is True
+    config = tmp_path / "c.yaml"
+    config.write_text("kv_offload_tier: true\n")
+    assert load_settings(target, env={}, config_file=str(config)).kv_offload_tier is True
+    engine = load_settings({**target, "engine": "sglang"}, env={})
+    assert {t.engine for t in engine.targets} == {"sglang"}
