@@ -171,7 +171,63 @@ def test_sglang_tp_copies_are_not_added(fixtures_dir: Path) -> None:
     assert snap.scalars == {key(c.REQUESTS_RUNNING, model): 5.0}
 
 
+def test_sglang_dynamo_worker_capture(fixtures_dir: Path) -> None:
+    """A real Dynamo SGLang worker: sglang:* wins over dynamo_component_kvstats_* for the same series,
+    the P/D queue gauges (old bootstrap name) and max_total_num_tokens are read, ranks dropped."""
+    text = read(fixtures_dir, "sglang-0.5-dynamo-worker")
+    snap = snap_of(text)
+    assert snap.engine_kind == "dynamo"
+    expected = {
+        c.GENERATION_TOKENS: 300.0, c.PROMPT_TOKENS: 33.0, c.REQUEST_SUCCESS: 1.0,
+        c.GENERATION_THROUGHPUT_GAUGE: 0.0, c.KV_CACHE_USAGE: 0.0, c.KV_SWA_POOL_USAGE: 0.0,
+        c.KV_MAMBA_POOL_USAGE: 0.0, c.KV_USED_TOKENS: 0.0, c.PREFIX_CACHE_HIT_RATE_GAUGE: 0.0,
+        c.REQUESTS_RUNNING: 0.0, c.REQUESTS_WAITING: 0.0,
+        c.PD_PREFILL_BOOTSTRAP_QUEUE: 0.0, c.PD_PREFILL_INFLIGHT_QUEUE: 0.0,
+        c.PD_DECODE_PREALLOC_QUEUE: 0.0, c.PD_DECODE_TRANSFER_QUEUE: 0.0,
+        # from dynamo_component_* (no sglang:* equivalent)
+        c.INFLIGHT_REQUESTS: 0.0, c.KV_ACTIVE_BLOCKS: 0.0, c.KV_TOTAL_BLOCKS: 0.0,
+    }
+    assert snap.scalars == {key(name, QWEN): value for name, value in expected.items()}
+    assert snap.info == {"0": {c.INFO_KV_CACHE_SIZE_TOKENS: "92962"}}
+    for canonical, family in (
+        (c.TTFT_SECONDS, "sglang:time_to_first_token_seconds"),
+        (c.ITL_SECONDS, "sglang:inter_token_latency_seconds"),
+        (c.E2E_LATENCY_SECONDS, "sglang:e2e_request_latency_seconds"),
+        (c.QUEUE_TIME_SECONDS, "sglang:queue_time_seconds"),
+    ):
+        hist = snap.histograms[key(canonical, QWEN)]
+        assert (hist.count, hist.sum) == raw_histogram(text, family)
+    assert len(snap.histograms) == 4  # the gauge-era kv_transfer_* give no histogram
+    assert snap.suspects == ()  # swa / mamba pools at 0: not a hybrid model
+
+
 # --------------------------------------------------------------------------- TensorRT-LLM
+
+
+def test_trtllm_dynamo_worker_capture(fixtures_dir: Path) -> None:
+    """A real Dynamo TensorRT-LLM worker: the `_created` gauges Dynamo re-exports are not read."""
+    text = read(fixtures_dir, "trtllm-1.1-dynamo-worker")
+    snap = snap_of(text)
+    assert snap.engine_kind == "dynamo"
+    assert snap.scalars == {
+        key(c.REQUEST_SUCCESS, QWEN, finished_reason="length"): 2.0,
+        key(c.INFLIGHT_REQUESTS, QWEN): 0.0,
+        key(c.KV_ACTIVE_BLOCKS, QWEN): 0.0,
+        key(c.KV_TOTAL_BLOCKS, QWEN): 0.0,
+        key(c.KV_CACHE_USAGE, QWEN): 0.0,
+        key(c.PREFIX_CACHE_HIT_RATE_GAUGE, QWEN): 0.0,
+    }
+    for canonical, family in (
+        (c.TTFT_SECONDS, "trtllm_time_to_first_token_seconds"),
+        (c.TPOT_REQUEST_SECONDS, "trtllm_time_per_output_token_seconds"),
+        (c.E2E_LATENCY_SECONDS, "trtllm_e2e_request_latency_seconds"),
+        (c.QUEUE_TIME_SECONDS, "trtllm_request_queue_time_seconds"),
+    ):
+        hist = snap.histograms[key(canonical, QWEN)]
+        assert (hist.count, hist.sum) == raw_histogram(text, family)
+    assert snap.histograms[key(c.TTFT_SECONDS, QWEN)].buckets[4] == (0.04, 1.0)
+
+
 
 
 def test_trtllm_under_dynamo_docs_example(fixtures_dir: Path) -> None:

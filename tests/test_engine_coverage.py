@@ -21,6 +21,8 @@ FIXTURE_ENGINE = {
     "sglang-0.5-aibrix1614": "SGLang",
     "sglang-0.5-docs": "SGLang",
     "trtllm-1.1.0rc5-dynamo-docs": "TensorRT-LLM",
+    "sglang-0.5-dynamo-worker": "Dynamo+SGLang",
+    "trtllm-1.1-dynamo-worker": "Dynamo+TensorRT-LLM",
     "triton-trtllm-23.11-readme": "Triton TensorRT-LLM",
     "triton-trtllm-docs-current": "Triton TensorRT-LLM",
 }
@@ -42,7 +44,10 @@ def test_inputs_are_canonical_names() -> None:
 @pytest.mark.parametrize("folder", sorted(FIXTURE_ENGINE))
 def test_real_output_stays_within_what_the_table_claims(fixtures_dir: Path, folder: str) -> None:
     snap = to_snapshot(parse_exposition((fixtures_dir / folder / "metrics.prom").read_text()), 1.0)
-    table = dict(ENGINES)[FIXTURE_ENGINE[folder]]
+    tables = dict(ENGINES)
+    tables["Dynamo+SGLang"] = {**tables["Dynamo"], **tables["SGLang"]}
+    tables["Dynamo+TensorRT-LLM"] = {**tables["Dynamo"], **tables["TensorRT-LLM"]}
+    table = tables[FIXTURE_ENGINE[folder]]
     names = {name for name, _ in (*snap.scalars, *snap.histograms)}
     names |= {"info:" + key for info in snap.info.values() for key in info}
     assert names and names <= produced(table)
