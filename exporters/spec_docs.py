@@ -62,7 +62,8 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
         "limits": "The utilization basis is the decode autoscaler's signal whenever it is not pinned; the "
                   "preemptions basis is coarse (0 or 1). Needs a preemption counter: without one (TensorRT-LLM) "
                   "the pinned case is not claimed. The Dynamo mocker shows no host-tier metric: declare it "
-                  "with --kv-offload-tier. Also feeds the aggregated phase imbalance (decode saturation).",
+                  "with --kv-offload-tier. It is the KV term of the phase imbalance (decode saturation), aggregated "
+                  "and pool.",
     },
     # phases
     "phaselens_phase_prefill_time_share_ratio": {
@@ -73,7 +74,8 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
                   "prefill is the bottleneck; use the imbalance ratio to decide. " + WINDOW,
     },
     "phaselens_phase_imbalance_ratio": {
-        "formula": "L_P / L_D; s = 1 if preemptions in the window else KV utilization; aggregated: "
+        "formula": "L_P / L_D; s = 1 if preemptions in the window else the KV pressure "
+                   "(phaselens_decode_kv_pressure_ratio: the KV utilization unless a host tier pins it); aggregated: "
                    "L_P = (mean prefill time + mean queue wait x (1 - s)) / TTFT budget, "
                    "L_D = max(mean ITL / ITL budget, s); pool: L_P = (mean prefill time + mean queue wait) "
                    "of the prefill pool / TTFT budget, L_D from the decode pool's ITL, KV utilization and "
