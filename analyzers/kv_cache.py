@@ -82,13 +82,27 @@ def kv_utilization(window: WindowView, group: Group) -> float | None:
 
 
 def prefix_hit_ratio(window: WindowView, group: Group) -> tuple[float | None, HitSource | None, float | None]:
-    """increase(hits) / increase(queries) over the window; the V0 / Dynamo gauge as fallback.
+    """increase(hits) / increase(queries) over the window (queries = hits + misses where the engine
+    counts misses, TensorRT-LLM); else increase(cached prompt tokens) / increase(prompt tokens)
+    (SGLang); the V0 / Dynamo / SGLang hit-rate gauge as the last fallback.
 
     The counters count tokens on vLLM >= 0.9 and blocks before; the ratio is the same either way.
     Returns (ratio, source, lookups in the window).
     """
     queries = window.increase(c.PREFIX_CACHE_QUERIES, group)
     hits = window.increase(c.PREFIX_CACHE_HITS, group)
+    if queries is None and hits is not None:
+        # TensorRT-LLM counts reused and missed blocks: a lookup is one or the other.
+        misses = window.increase(c.PREFIX_CACHE_MISSES, group)
+        queries = hits + misses if misses is not None else None
+    if queries is None and hits is None:
+        # SGLang (and engines without lookup counters): cached prompt tokens over prompt tokens.
+        cached = window.increase(c.PROMPT_TOKENS_CACHED, group)
+        prompt = window.increase(c.PROMPT_TOKENS, group)
+        if cached is not None and prompt is not None:
+            if prompt <= 0:
+                return None, None, prompt
+            return clamp01(cached / prompt), "tokens", prompt
     if queries is not None and hits is not None:
         if queries <= 0:
             return None, None, queries

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from phaselens.analyzers.backlog import PrefillBacklog, prefill_backlog
 from phaselens.analyzers.goodput import Attainment, GoodputSummary, goodput_summary, request_rate
 from phaselens.analyzers.kv_cache import KvCacheHealth, kv_cache_health
+from phaselens.analyzers.kv_pressure import PINNED_AT, KvPressure, kv_pressure
 from phaselens.analyzers.latency import LatencyQuantiles, latency_summary
 from phaselens.analyzers.phase import (
     PhaseLoad,
@@ -63,6 +64,7 @@ class GroupMeasurements:
 
     group: Group
     kv: KvCacheHealth
+    pressure: KvPressure | None
     latency: Mapping[str, LatencyQuantiles]
     goodput: GoodputSummary
     backlog: PrefillBacklog
@@ -76,16 +78,20 @@ class GroupMeasurements:
 
 def measure_group(window: WindowView, group: Group, role: str, settings: Settings) -> GroupMeasurements:
     kv = kv_cache_health(window, group)
+    pressure = kv_pressure(window, group, kv.utilization, PINNED_AT, settings.kv_offload_tier)
     times = phase_times(window, group)
     load = None
     if role == "aggregated" and times is not None:
-        load = aggregated_phase_load(times, kv.utilization, kv.preemptions_per_second,
+        # Decode saturation from the KV signal that means pressure (utilization unless a host tier pins it).
+        kv_load = pressure.value if pressure is not None else kv.utilization
+        load = aggregated_phase_load(times, kv_load, kv.preemptions_per_second,
                                      settings.slo_ttft_seconds, settings.slo_itl_seconds)
     rate = request_rate(window, group)
     goodput = goodput_summary(window, group, settings.slo_ttft_seconds, settings.slo_itl_seconds)
     return GroupMeasurements(
         group=group,
         kv=kv,
+        pressure=pressure,
         latency=latency_summary(window, group),
         goodput=goodput,
         backlog=prefill_backlog(window, group, kv.hit_ratio),
@@ -121,6 +127,8 @@ def group_signals(m: GroupMeasurements, base: Mapping[str, str], sink: SignalSin
     sink.add("phaselens_prefill_queue_depth", base, m.backlog.queue_depth)
     sink.add("phaselens_prefill_backlog_seconds", base, m.backlog.backlog_seconds)
     sink.add("phaselens_decode_kv_utilization_ratio", base, m.kv.utilization)
+    if m.pressure is not None:
+        sink.add("phaselens_decode_kv_pressure_ratio", base, m.pressure.value, basis=m.pressure.basis)
     if m.times is not None:
         sink.add("phaselens_phase_prefill_time_share_ratio", base,
                  prefill_time_share(m.times.prefill, m.times.decode))

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from phaselens.exporters.engine_coverage import ENGINES, coverage, describe
 from phaselens.exporters.specs import SPECS, SignalSpec
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "docs" / "signals.md"
@@ -68,12 +69,34 @@ def _section(spec: SignalSpec) -> list[str]:
         f"- Formula: {spec.formula or '(not documented)'}",
         f"- Source: {spec.source or '(not documented)'}",
         f"- Known limits: {spec.limits or '(not documented)'}",
+        f"- Engines: {describe(spec.name)}",
         "",
     ]
 
 
+def _engine_table(specs: Sequence[SignalSpec]) -> list[str]:
+    """Signals x engines, from the adapters' name tables (exporters/engine_coverage.py)."""
+    names = [engine for engine, _ in ENGINES]
+    lines = [
+        "## Engine coverage",
+        "",
+        "Which engine's metrics give each signal (yes / no), derived from the adapters' name tables in",
+        "`parsers/engines/` by `exporters/engine_coverage.py`; each signal's section says what an engine",
+        "lacks. \"any\": the signal does not depend on the engine. Dynamo: frontend and workers together",
+        "(workers pass their engine's `vllm:*` through).",
+        "",
+        "| Signal | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for spec in specs:
+        result = coverage(spec.name)
+        cells = ["any"] * len(names) if isinstance(result, str) else ["yes" if cov.gives else "no" for cov in result]
+        lines.append(f"| `{spec.name}` | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render_signals_doc(specs: Sequence[SignalSpec] = SPECS) -> str:
-    lines = [HEADER, "## Summary", "", *_summary(specs), ""]
+    lines = [HEADER, "## Summary", "", *_summary(specs), "", *_engine_table(specs), ""]
     groups: list[str] = []
     for spec in specs:
         if spec.group not in groups:

@@ -46,7 +46,28 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
                    "active_blocks / total_blocks (latest scrape), clamped to [0, 1]",
         "source": f"{VLLM_METRICS}; {DYNAMO_PLANNER} (decode on KV utilization); {LLMD_TOKEN}",
         "limits": "A share of the pre-allocated pool, so it drops when the pool grows; cached prefix blocks "
-                  "no request holds count as free.",
+                  "no request holds count as free. SGLang's token_usage is the fullest of its KV pools (full, "
+                  "SWA, Mamba). A host/offload tier can keep it pinned near 1 without pressure: see "
+                  "phaselens_decode_kv_pressure_ratio.",
+    },
+    "phaselens_decode_kv_pressure_ratio": {
+        "formula": "basis=\"utilization\": the KV utilization (as phaselens_decode_kv_utilization_ratio), "
+                   "unless every KV utilization sample of the window is >= 0.95 while a host/offload tier is "
+                   "active and the preemption counter did not move; then basis=\"held_tokens\": KV held by "
+                   "running requests / KV capacity (SGLang kv_used_tokens / max_total_num_tokens), else "
+                   "basis=\"preemptions\": 1 if requests waited for KV blocks in the window (SGLang decode "
+                   "prealloc queue, vLLM capacity-blocked waiting), else 0. Host tier: --kv-offload-tier, or "
+                   "seen in the metrics (SGLang HiCache host tokens, TensorRT-LLM host pool / offload bytes, "
+                   "vLLM offload bytes or cache_config_info kv_offloading_size / num_cpu_blocks)",
+        "source": "llm-d workload-variant-autoscaler issue #927 (KV offloading pins kv_cache_usage_perc near "
+                  "95-100 %: false saturation); SGLang metrics_collector.py (kv_used_tokens: slots locked by "
+                  "running requests); a real Dynamo 1.6.1 mocker with --num-host-blocks "
+                  "(tests/fixtures/dynamo-1.6.1-mocker-host-offload)",
+        "limits": "The utilization basis is the decode autoscaler's signal whenever it is not pinned; the "
+                  "preemptions basis is coarse (0 or 1). Needs a preemption counter: without one (TensorRT-LLM) "
+                  "the pinned case is not claimed. The Dynamo mocker shows no host-tier metric: declare it "
+                  "with --kv-offload-tier. It is the KV term of the phase imbalance (decode saturation), aggregated "
+                  "and pool.",
     },
     # phases
     "phaselens_phase_prefill_time_share_ratio": {
@@ -57,7 +78,8 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
                   "prefill is the bottleneck; use the imbalance ratio to decide. " + WINDOW,
     },
     "phaselens_phase_imbalance_ratio": {
-        "formula": "L_P / L_D; s = 1 if preemptions in the window else KV utilization; aggregated: "
+        "formula": "L_P / L_D; s = 1 if preemptions in the window else the KV pressure "
+                   "(phaselens_decode_kv_pressure_ratio: the KV utilization unless a host tier pins it); aggregated: "
                    "L_P = (mean prefill time + mean queue wait x (1 - s)) / TTFT budget, "
                    "L_D = max(mean ITL / ITL budget, s); pool: L_P = (mean prefill time + mean queue wait) "
                    "of the prefill pool / TTFT budget, L_D from the decode pool's ITL, KV utilization and "
@@ -76,9 +98,9 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
     },
     # kv cache
     "phaselens_kv_prefix_cache_hit_ratio": {
-        "formula": "increase(prefix_cache_hits) / increase(prefix_cache_queries) over the window; V0 / "
-                   "Dynamo hit-rate gauge when there are no counters. Clamped to [0, 1] (hits are a "
-                   "part of queries).",
+        "formula": "increase(prefix_cache_hits) / increase(prefix_cache_queries) over the window (TensorRT-LLM: "
+                   "reused / (reused + missed) blocks; SGLang: cached / prompt tokens); V0 / Dynamo / SGLang "
+                   "hit-rate gauge when there are no counters. Clamped to [0, 1] (hits are a part of queries).",
         "source": f"{VLLM_METRICS} (rate(hits)/rate(queries)); vllm PR #46938 (windowed, not cumulative)",
         "limits": "Tokens on vLLM >= 0.9, blocks before (the ratio is the same); absent when no lookups "
                   "happened. On a P/D decode instance it is the local cache only (prompt KV arrives by "
@@ -163,21 +185,27 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
     },
     # nixl (analyzers/nixl.py)
     "phaselens_nixl_transfer_seconds": {
-        "formula": "quantile q of NIXL transfer time over the window from the first source with data: vLLM "
-                   "nixl_xfer_time histogram, NIXL telemetry ring (exact), or the KV Transfer log line's p90; "
+        "formula": "quantile of KV transfer time over the window, one series per source (`source` label): vLLM "
+                   "nixl_xfer_time histogram, the engine's own per-request transfer histogram (SGLang "
+                   "kv_transfer_latency_ms, TensorRT-LLM under Dynamo kv_transfer_latency_seconds: "
+                   "sglang_metrics / trtllm_metrics / dynamo_metrics, on the target that records it, usually "
+                   "prefill), NIXL telemetry ring (exact), or the KV Transfer log line's p90; "
                    "q in 0.5/0.9/0.99, label percentile = 100 q (\"50\", \"90\", \"99\")",
-        "source": "vLLM kv_connector/v1/nixl stats.py; NIXL telemetry (NIXL_TELEMETRY_DIR)",
+        "source": "vLLM kv_connector/v1/nixl stats.py; SGLang metrics_collector.py (kv_transfer_* histograms "
+                  "since PR #19009); Dynamo docs/backends/trtllm/prometheus.md; NIXL telemetry (NIXL_TELEMETRY_DIR)",
         "limits": "vLLM pools observations across TP ranks (per-rank, not per request); the log source gives "
-                  "an upper bound of p90 only.",
+                  "an upper bound of p90 only; SGLang's figure runs from the transfer queue to done, so it "
+                  "includes queueing (and before SGLang #23937 was fixed, decode time).",
     },
     "phaselens_nixl_transfer_bytes_per_second": {
         "formula": "bytes transferred in the window / window span",
-        "source": "vLLM nixl_bytes_transferred; NIXL agent exporter / telemetry rings",
+        "source": "vLLM nixl_bytes_transferred; SGLang kv_transfer_total_mb (MiB); TensorRT-LLM kv_transfer_bytes; "
+                  "NIXL agent exporter / telemetry rings",
         "limits": "Per-rank pooling as above; not fabric throughput.",
     },
     "phaselens_nixl_transfer_failure_ratio": {
         "formula": "failed transfers / (failed + successful transfers) in the window",
-        "source": "vLLM nixl_num_failed_transfers; NIXL telemetry",
+        "source": "vLLM nixl_num_failed_transfers; SGLang num_transfer_failed_reqs; NIXL telemetry",
         "limits": "Expired KV (prefill side) is counted separately by vLLM.",
     },
     "phaselens_nixl_ttft_share_ratio": {

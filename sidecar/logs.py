@@ -2,7 +2,7 @@
 
 stdout is reserved for the recommendation stream (and `replay --jsonl`), so operational logs go
 to stderr. Event names are a contract for log queries: `settings`, `scrape_failed`,
-`target_recovered`, `parse_failed`, `analyzer_failed`, `signal_dropped`, `server_started`,
+`target_recovered`, `parse_failed`, `analyzer_failed`, `signal_dropped`, `engine_metric_suspect`, `server_started`,
 `shutdown`, `otlp_enabled`, `record_written`.
 """
 

@@ -62,6 +62,7 @@ class Settings:
     state_file: str | None = None
     state_save_interval_seconds: float = 60.0  # QueueIntelligence state (daily profile, model weights)
     gpu_telemetry: bool = True
+    kv_offload_tier: bool = False  # a host/offload KV tier is active (analyzers/kv_pressure.py)
     shutdown_timeout_seconds: float = 5.0
     # runtime (sidecar/config.py validates them)
     max_response_bytes: int = 32 * 1024 * 1024

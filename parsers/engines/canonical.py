@@ -1,6 +1,7 @@
 """Canonical series names: the contract between engine adapters and analyzers.
 
-Adapters map every engine's raw names (vLLM V0/V1 across renames, Dynamo old/new) onto these.
+Adapters map every engine's raw names (vLLM V0/V1 across renames, Dynamo old/new, SGLang,
+TensorRT-LLM and Triton's TensorRT-LLM backend) onto these.
 Canonical labels on every series: `model_name` and `engine` (DP index; "0" when the engine has
 no such label). Extra labels kept where noted. Units are normalised: ratios 0-1, seconds, tokens.
 """
@@ -18,6 +19,22 @@ KV_ACTIVE_BLOCKS: Final = "kv_active_blocks"  # Dynamo kvstats
 KV_TOTAL_BLOCKS: Final = "kv_total_blocks"  # Dynamo kvstats / frontend model_total_kv_blocks
 PREFIX_CACHE_HIT_RATE_GAUGE: Final = "prefix_cache_hit_rate_gauge"  # V0 / Dynamo gauge (0-1); absent when -1
 INFLIGHT_REQUESTS: Final = "inflight_requests"  # Dynamo frontend
+# KV pools by kind (SGLang: token_usage is the max of these; see semantics.py)
+KV_FULL_POOL_USAGE: Final = "kv_full_pool_usage_ratio"  # full-attention pool, 0-1
+KV_SWA_POOL_USAGE: Final = "kv_swa_pool_usage_ratio"  # sliding-window pool, 0-1
+KV_MAMBA_POOL_USAGE: Final = "kv_mamba_pool_usage_ratio"  # Mamba state pool, 0-1
+KV_USED_TOKENS: Final = "kv_used_tokens"  # slots held by running requests (SGLang)
+KV_AVAILABLE_TOKENS: Final = "kv_available_tokens"  # free slots (SGLang)
+KV_EVICTABLE_TOKENS: Final = "kv_evictable_tokens"  # slots holding reusable cached prefix KV (SGLang)
+HOST_KV_USAGE: Final = "host_kv_usage_ratio"  # host (offload) tier, 0-1 (TensorRT-LLM)
+HOST_KV_USED_TOKENS: Final = "host_kv_used_tokens"  # SGLang HiCache host tier
+HOST_KV_TOTAL_TOKENS: Final = "host_kv_total_tokens"
+GENERATION_THROUGHPUT_GAUGE: Final = "generation_tokens_per_second_gauge"  # engine's own recent rate
+# P/D disaggregation queues (SGLang), requests
+PD_PREFILL_BOOTSTRAP_QUEUE: Final = "pd_prefill_bootstrap_queue_requests"  # waiting for the decode handshake
+PD_PREFILL_INFLIGHT_QUEUE: Final = "pd_prefill_inflight_queue_requests"  # prefilled, KV being sent
+PD_DECODE_PREALLOC_QUEUE: Final = "pd_decode_prealloc_queue_requests"  # waiting for decode KV blocks
+PD_DECODE_TRANSFER_QUEUE: Final = "pd_decode_transfer_queue_requests"  # KV being received
 
 # --- counters (cumulative values)
 PROMPT_TOKENS: Final = "prompt_tokens"
@@ -45,6 +62,16 @@ NIXL_AGENT_RX_REQUESTS: Final = "nixl_agent_rx_requests"
 NIXL_AGENT_MEMORY_REGISTERED_BYTES: Final = "nixl_agent_memory_registered_bytes"
 NIXL_AGENT_MEMORY_DEREGISTERED_BYTES: Final = "nixl_agent_memory_deregistered_bytes"
 NIXL_AGENT_ERRORS: Final = "nixl_agent_errors"  # extra labels `agent_name`, `status`
+PREFIX_CACHE_MISSES: Final = "prefix_cache_misses"  # TensorRT-LLM missed blocks (queries = hits + misses)
+HOST_KV_OFFLOAD_BYTES: Final = "host_kv_offload_bytes"  # GPU -> host tier (TensorRT-LLM)
+HOST_KV_ONBOARD_BYTES: Final = "host_kv_onboard_bytes"  # host tier -> GPU (TensorRT-LLM)
+HOST_KV_EVICTED_TOKENS: Final = "host_kv_evicted_tokens"  # GPU -> host (SGLang HiCache)
+HOST_KV_LOADED_TOKENS: Final = "host_kv_loaded_tokens"  # host -> GPU (SGLang HiCache load-back)
+# engine-reported KV transfers in P/D (SGLang, TensorRT-LLM under Dynamo, Triton)
+KV_TRANSFERS: Final = "kv_transfers"  # completed transfers (counter)
+KV_TRANSFER_TIME_SECONDS: Final = "kv_transfer_time_seconds"  # summed transfer time (counter, Triton)
+KV_TRANSFER_FAILURES: Final = "kv_transfer_failures"  # failed transfers (SGLang)
+KV_BOOTSTRAP_FAILURES: Final = "kv_bootstrap_failures"  # failed P/D handshakes (SGLang)
 
 # --- histograms
 TTFT_SECONDS: Final = "ttft_seconds"
@@ -66,6 +93,8 @@ NIXL_XFER_SECONDS: Final = "nixl_xfer_seconds"
 NIXL_POST_SECONDS: Final = "nixl_post_seconds"
 NIXL_BYTES: Final = "nixl_bytes"
 NIXL_DESCRIPTORS: Final = "nixl_descriptors"
+KV_TRANSFER_SECONDS: Final = "kv_transfer_seconds"  # per request (SGLang ms and TensorRT-LLM s)
+KV_TRANSFER_BYTES: Final = "kv_transfer_bytes"  # per request (SGLang MiB, TensorRT-LLM bytes)
 
 # --- info keys (EngineSnapshot.info[engine]): from vllm:cache_config_info / Dynamo frontend gauges
 INFO_BLOCK_SIZE: Final = "block_size"
