@@ -14,20 +14,25 @@ decimal. Only joined workers contribute worker-side values; the frontend's gauge
 
 Pool signals (target="pool", role="pool", engine="all", the frontend's model_name), only when
 the frontend routes to at least one prefill and one decode worker:
-  times        TTFT, ITL and duration moments from the frontend over the window; prefill path =
-               TTFT, decode = duration - TTFT (per request, so their sums split request time)
-  time share   sum(TTFT) / sum(duration)                       phaselens_phase_prefill_time_share_ratio
-  load         analyzers.phase.pool_phase_load: L_P = mean TTFT / TTFT budget (TTFT holds the
-               queue, the prefill and the KV transfer: all of it is the prefill path's here);
-               L_D = max(mean ITL / ITL budget, decode saturation), saturation from the joined
-               decode workers' KV utilization (1 when they preempted), else the frontend's
-               active decode blocks over the model card's total blocks
+  prefill time the joined prefill workers' `generate` time per request (its own queue included),
+               else the router's last TTFT on each prefill worker (`worker_last_time_to_first_token`)
+  decode time  the joined decode workers' request time (vllm e2e, else `generate` time); their own
+               TTFT is the wait for a decode seat plus the first step: the decode pool's share of
+               the user's TTFT
+  time share   sum(prefill time) / (sum(prefill time) + sum(decode time))
+                                                               phaselens_phase_prefill_time_share_ratio
+  load         analyzers.phase.pool_phase_load_with_admission: L_P = mean prefill time / TTFT
+               budget; L_D = max(mean ITL (frontend) / ITL budget, decode saturation, mean
+               decode-side TTFT / TTFT budget); saturation from the joined decode workers' KV
+               utilization (1 when they preempted), else the frontend's active decode blocks over
+               the model card's total blocks. A burst that queues for decode seats thus counts
+               against decode, not prefill, although the user sees it in TTFT.
   score        analyzers.disaggregation with: prefill concurrency per prefill worker by Little's
-               law from the joined prefill workers' request time (else the frontend's TTFT time);
-               uncached prompt tokens (input - cached) and output tokens per request from the
-               frontend; decode KV utilization as above; no transfer time (Dynamo 1.6.1 exports no
-               measured KV-transfer time: the router's `kv_transfer_estimated_latency_seconds` is its
-               own estimate, so that cost component is left out).
+               law from the joined prefill workers' request time; uncached prompt tokens
+               (input - cached) and output tokens per request from the frontend; decode KV
+               utilization as above; no transfer time (Dynamo 1.6.1 exports no measured
+               KV-transfer time: the router's `kv_transfer_estimated_latency_seconds` is its own
+               estimate, so that cost component is left out).
 Pure: findings carry `issues` (stable event names) for the caller to log; no I/O, no clock.
 """
 
@@ -38,7 +43,7 @@ from dataclasses import dataclass, field
 
 from phaselens.analyzers.disaggregation import DisaggregationInputs, disaggregation_score
 from phaselens.analyzers.kv_cache import clamp01, kv_utilization
-from phaselens.analyzers.phase import Moments, PhaseTimes, pool_phase_load, prefill_time_share
+from phaselens.analyzers.phase import Moments, PhaseTimes, pool_phase_load_with_admission, prefill_time_share
 from phaselens.analyzers.pool import POOL_ENGINE, POOL_ROLE, POOL_TARGET
 from phaselens.analyzers.target import SignalSink
 from phaselens.analyzers.view import WindowView
@@ -188,22 +193,28 @@ def _pool_signals(
     if not prefill_ids or not decode_ids:
         return  # aggregated: the frontend target's own signals say it all
     group = _frontend_group(view, fw.model)
-    if group is None:
-        return
-    ttft = _moments(view, c.TTFT_SECONDS, group)
-    duration = _moments(view, c.E2E_LATENCY_SECONDS, group)
-    itl = _moments(view, c.ITL_SECONDS, group)
     seconds = view.span()
+    if group is None or seconds <= 0:
+        return
     base = {"target": POOL_TARGET, "role": POOL_ROLE, "model_name": fw.model, "engine": POOL_ENGINE}
+    itl = _moments(view, c.ITL_SECONDS, group)
 
+    prefill = _worker_moments(prefill_ids, workers, view.horizon, (c.WORKER_REQUEST_SECONDS,))
+    if prefill.count <= 0:
+        # no prefill worker joined: the router's last TTFT on each prefill worker is its prefill time
+        last = [v for wid in prefill_ids
+                if (v := view.gauge(c.DYNAMO_WORKER_LAST_TTFT_SECONDS, group, {"worker_id": wid})) is not None]
+        prefill = Moments(sum(last), len(last))
+    decode = _worker_moments(decode_ids, workers, view.horizon, (c.E2E_LATENCY_SECONDS, c.WORKER_REQUEST_SECONDS))
+    decode_ttft = _worker_moments(decode_ids, workers, view.horizon, (c.TTFT_SECONDS,))
     decode_kv, preemptions = _decode_saturation(view, group, decode_ids, workers, horizon=view.horizon)
-    times = None
-    if ttft.count > 0 and seconds > 0:
-        decode_part = Moments(max(0.0, duration.sum - ttft.sum), duration.count)
-        times = PhaseTimes(seconds=seconds, queue=Moments(), prefill=ttft, decode=decode_part, ttft=ttft, itl=itl)
-        sink.add("phaselens_phase_prefill_time_share_ratio", base, prefill_time_share(times.prefill, times.decode))
-        sink.phase(base, pool_phase_load(times, times, decode_kv, preemptions,
-                                         settings.slo_ttft_seconds, settings.slo_itl_seconds))
+    prefill_pool = PhaseTimes(seconds, Moments(), prefill, Moments(), Moments(), Moments())
+    decode_pool = PhaseTimes(seconds, Moments(), Moments(), decode, decode_ttft, itl)
+    if prefill.count > 0:
+        if decode.count > 0:
+            sink.add("phaselens_phase_prefill_time_share_ratio", base, prefill_time_share(prefill, decode))
+        sink.phase(base, pool_phase_load_with_admission(prefill_pool, decode_pool, decode_kv, preemptions,
+                                                        settings.slo_ttft_seconds, settings.slo_itl_seconds))
 
     prompt = _moments(view, c.REQUEST_PROMPT_TOKENS, group)
     cached = _moments(view, c.REQUEST_CACHED_TOKENS, group)
@@ -212,7 +223,7 @@ def _pool_signals(
     if prompt.count > 0:
         uncached = max(0.0, prompt.sum - (cached.sum if cached.count > 0 else 0.0)) / prompt.count
     score = disaggregation_score(DisaggregationInputs(
-        prefill_concurrency_per_instance=_prefill_concurrency(prefill_ids, workers, view.horizon, times),
+        prefill_concurrency_per_instance=_prefill_concurrency(prefill_ids, workers, view.horizon),
         uncached_prompt_tokens=uncached,
         output_tokens=output.mean,
         transfer_seconds_total=None,
@@ -224,6 +235,24 @@ def _pool_signals(
         sink.add("phaselens_disaggregation_score", base, score.score)
         for component, value in score.components.items():
             sink.add("phaselens_disaggregation_component_ratio", base, value, component=component)
+
+
+def _worker_moments(
+    ids: list[str], workers: Mapping[str, tuple[Target, TargetWindow]], horizon: float, names: tuple[str, ...]
+) -> Moments:
+    """Window moments of the first of `names` each joined worker has, summed over the workers."""
+    total = Moments()
+    for wid in ids:
+        if wid not in workers:
+            continue
+        wview = WindowView(workers[wid][1], horizon)
+        for wgroup in _worker_groups(wview):
+            for name in names:
+                delta = wview.histogram_delta(name, wgroup)
+                if delta is not None and delta.count > 0:
+                    total = total + Moments(delta.sum, delta.count)
+                    break
+    return total
 
 
 def _decode_saturation(
@@ -260,10 +289,10 @@ def _decode_saturation(
 
 
 def _prefill_concurrency(
-    prefill_ids: list[str], workers: Mapping[str, tuple[Target, TargetWindow]], horizon: float,
-    times: PhaseTimes | None,
+    prefill_ids: list[str], workers: Mapping[str, tuple[Target, TargetWindow]], horizon: float
 ) -> float | None:
-    """Mean requests in prefill per prefill worker (Little's law: request-seconds per second)."""
+    """Mean requests in prefill per joined prefill worker (Little's law: request-seconds per
+    second of the worker's `generate` time); None when no prefill worker is joined."""
     busy = 0.0
     seconds = 0.0
     measured = 0
@@ -279,6 +308,4 @@ def _prefill_concurrency(
                 seconds = max(seconds, delta.seconds)
     if seconds > 0 and measured:
         return busy / seconds / measured
-    if times is not None and times.seconds > 0:
-        return times.ttft.sum / times.seconds / len(prefill_ids)
     return None
