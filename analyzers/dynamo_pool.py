@@ -84,6 +84,8 @@ class DynamoFindings:
     issues: list[Issue] = field(default_factory=list)
     joined: Mapping[str, str] = field(default_factory=dict)
     """decimal worker id -> the name of the target scraping that worker."""
+    frontends: tuple[str, ...] = ()
+    """names of the fresh targets that are Dynamo frontends."""
 
 
 def is_frontend(snapshot: EngineSnapshot | None) -> bool:
@@ -179,7 +181,7 @@ def analyze_dynamo(
         for wid, (target, _) in sorted(workers.items()):
             if wid not in listed:
                 issues.append(Issue("dynamo_worker_unknown_to_frontend", {"target": target.name, "worker_id": wid}))
-    return DynamoFindings(sink.signals, issues, joined)
+    return DynamoFindings(sink.signals, issues, joined, tuple(sorted({t.name for t, _, _ in frontends})))
 
 
 def _pool_signals(

@@ -310,3 +310,20 @@ def test_workers_with_vllm_phase_histograms_are_left_to_the_generic_pool_analyze
     found = analyze_dynamo(pd_windows(pd, decode=lambda t: t + vllm_times), SETTINGS)
     assert found.signals == [] and found.issues == []
     assert set(found.joined.values()) == {"prefill", "decode"}
+
+
+def test_a_frontend_gone_is_reported_as_such_not_as_every_worker_gone(
+    pd: Texts, caplog: pytest.LogCaptureFixture
+) -> None:
+    full = pd_windows(pd)
+    workers_only = {k: v for k, v in full.items() if k != "frontend"}
+    stage = DynamoStage(SETTINGS)
+    with caplog.at_level(logging.INFO, logger="phaselens"):
+        stage(0.0, full)
+        signals, _ = stage(1.0, workers_only)
+        stage(2.0, full)
+    events = [r.__dict__.get("event") for r in caplog.records]
+    assert events.count("dynamo_frontend_gone") == 1
+    assert "dynamo_worker_gone" not in events
+    assert list(signals) == []  # no pool signal without the frontend
+    assert "dynamo_issue_cleared" in events
