@@ -186,6 +186,7 @@ def test_sglang_dynamo_worker_capture(fixtures_dir: Path) -> None:
         c.PD_DECODE_PREALLOC_QUEUE: 0.0, c.PD_DECODE_TRANSFER_QUEUE: 0.0,
         # from dynamo_component_* (no sglang:* equivalent)
         c.INFLIGHT_REQUESTS: 0.0, c.KV_ACTIVE_BLOCKS: 0.0, c.KV_TOTAL_BLOCKS: 0.0,
+        c.REQUESTS_TOTAL: 1.0,  # the work handler's request counter (the Dynamo adapter's)
     }
     assert snap.scalars == {key(name, QWEN): value for name, value in expected.items()}
     assert snap.info == {"0": {c.INFO_KV_CACHE_SIZE_TOKENS: "92962"}}
@@ -216,6 +217,7 @@ def test_trtllm_dynamo_worker_capture(fixtures_dir: Path) -> None:
         key(c.KV_TOTAL_BLOCKS, QWEN): 0.0,
         key(c.KV_CACHE_USAGE, QWEN): 0.0,
         key(c.PREFIX_CACHE_HIT_RATE_GAUGE, QWEN): 0.0,
+        key(c.REQUESTS_TOTAL, QWEN): 2.0,  # the work handler's request counter (the Dynamo adapter's)
     }
     for canonical, family in (
         (c.TTFT_SECONDS, "trtllm_time_to_first_token_seconds"),
