@@ -48,6 +48,10 @@ REMOTE_DECODE_PARAMS: dict[str, Any] = {
 }
 
 
+OMIT_PARAMS: set[str] = set()
+"""Body fields left out of every request (--omit-param)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Phase:
     name: str
@@ -243,6 +247,8 @@ async def one_request(
         "stream_options": {"include_usage": True},
         "return_token_ids": True,
     }
+    for name in OMIT_PARAMS:
+        body.pop(name, None)
     rec.start = time.time()
     try:
         if prefill_url is not None:
@@ -380,7 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="ground-truth JSON-lines file (appended)")
     ap.add_argument("--phases", required=True, nargs="+", type=Phase.parse)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--omit-param", action="append", default=[], metavar="NAME",
+                    help="leave this body field out (Dynamo's frontend rejects vLLM's return_token_ids)")
     args = ap.parse_args(argv)
+    OMIT_PARAMS.update(args.omit_param)
     recs = asyncio.run(run_phases(args.url.rstrip("/"), args.phases, args.out, args.seed, args.prefill_url))
     errors = sum(1 for r in recs if r.outcome != "ok")
     print(f"loadgen: {len(recs)} requests, {errors} errors -> {args.out}")

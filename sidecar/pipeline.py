@@ -13,8 +13,6 @@ its analyzer signals and recommendations are withheld, so stale data is never sh
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.util
 import logging
 import math
 import time
@@ -42,6 +40,9 @@ ExtraStage = Callable[[float, FreshWindows], Findings]
 called with the tick's wall time and the fresh targets' windows, after the pure analyzers."""
 RecommendationGate = Callable[[list[Recommendation]], list[Recommendation]]
 """Applied to every recommendation of a tick (calibration gating) before it is published."""
+DiagnoseStage = Callable[[float, FreshWindows, Sequence[Signal], Sequence[Recommendation]], Findings]
+"""The last stage (analyzers/diagnosis.py): one cause per target and pool, the tick's gated
+recommendations reconciled with it; returns the diagnosis signals and the recommendations to publish."""
 
 _log = get_logger("pipeline")
 _MAX_PENDING = 16
@@ -56,22 +57,18 @@ def parse_payload(payload: bytes, content_type: str | None, time_: float, engine
     return to_snapshot(exposition, time_, engine)
 
 
-def _optional(module: str, attribute: str) -> Callable[..., Findings] | None:
-    """An analyzer entry point if its module exists (other parts of the project may not be there yet)."""
-    if importlib.util.find_spec(module) is None:
-        return None
-    found = getattr(importlib.import_module(module), attribute, None)
-    return found if callable(found) else None
-
-
 def default_target_analyzers() -> list[tuple[str, TargetAnalyzer]]:
-    found = _optional("phaselens.analyzers.target", "analyze_target")
-    return [("target", found)] if found else []
+    """The per-target analyzers, in order (the one place they are wired)."""
+    from phaselens.analyzers.target import analyze_target
+
+    return [("target", analyze_target)]
 
 
 def default_pool_analyzers() -> list[tuple[str, PoolAnalyzer]]:
-    found = _optional("phaselens.analyzers.pool", "analyze_pool")
-    return [("pool", found)] if found else []
+    """The cross-target analyzers, in order (the one place they are wired)."""
+    from phaselens.analyzers.pool import analyze_pool
+
+    return [("pool", analyze_pool)]
 
 
 @dataclass(slots=True)
@@ -97,6 +94,7 @@ class Pipeline:
         pool_analyzers: Sequence[tuple[str, PoolAnalyzer]] | None = None,
         extra_stages: Sequence[tuple[str, ExtraStage]] = (),
         gate: RecommendationGate | None = None,
+        diagnose: DiagnoseStage | None = None,
         cpu_time: Callable[[], float] = time.process_time,
         targets: Iterable[Target] | None = None,
     ) -> None:
@@ -107,6 +105,7 @@ class Pipeline:
         self._pool_analyzers = list(default_pool_analyzers() if pool_analyzers is None else pool_analyzers)
         self._extra_stages = list(extra_stages)
         self._gate = gate
+        self._diagnose = diagnose
         self.closers: list[Callable[[], None]] = []
         self._cpu_time = cpu_time
         self.states: dict[str, TargetState] = {}
@@ -227,6 +226,13 @@ class Pipeline:
             gated = self._call("gate", "gate", lambda: ((), gate(recommendations)))
             # A failing gate must not let ungated advice through as `act`: publish none this tick.
             recommendations = list(gated[1])
+        if self._diagnose is not None:
+            diagnose = self._diagnose
+            found = self._call("diagnose", "diagnosis",
+                               functools.partial(diagnose, now, fresh, tuple(signals), tuple(recommendations)))
+            signals.extend(found[0])
+            # A failing diagnosis must not let unreconciled advice through: publish none this tick.
+            recommendations = list(found[1])
         exported = self._publishable(signals)
         exported.append(Signal("phaselens_tick_duration_seconds", (), max(0.0, self._cpu_time() - cpu_start)))
         result = TickResult(now, tuple(exported), tuple(recommendations))

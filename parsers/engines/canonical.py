@@ -73,3 +73,4 @@ INFO_NUM_GPU_BLOCKS: Final = "num_gpu_blocks"
 INFO_KV_CACHE_SIZE_TOKENS: Final = "kv_cache_size_tokens"
 INFO_ENABLE_PREFIX_CACHING: Final = "enable_prefix_caching"  # "True"/"False"
 INFO_KV_CACHE_METRICS_SAMPLE: Final = "kv_cache_metrics_sample"  # when known
+INFO_MAX_NUM_SEQS: Final = "max_num_seqs"  # a cache_config_info label where exported / Dynamo model card

@@ -92,6 +92,10 @@ DYNAMO_RULES: Final[tuple[tuple[str, Rule], ...]] = (
         "dynamo_frontend_model_kv_cache_block_size",
         Rule("", "info_gauge", "dynamo", FRONTEND_OLD, info_key=c.INFO_BLOCK_SIZE),
     ),
+    (
+        "dynamo_frontend_model_max_num_seqs",
+        Rule("", "info_gauge", "dynamo", FRONTEND_OLD, info_key=c.INFO_MAX_NUM_SEQS),
+    ),
     # worker: work handler (only the `generate` endpoint is the model's traffic)
     (
         "dynamo_component_inflight_requests",
