@@ -199,19 +199,20 @@ def batch_cap(view: WindowView, group: Group, running: Sequence[tuple[float, flo
               waiting: Sequence[tuple[float, float]], t: Thresholds) -> tuple[float | None, str]:
     """The engine's batch cap: exported config first, else a plateau of the running count.
 
-    Plateau: the running count's window maximum, when it held at that maximum in at least
-    `diagnosis_plateau_share` of the samples where requests waited (a cap binds only then).
+    Plateau: the running count's window maximum (at least 2), when it held at that maximum in at
+    least `diagnosis_plateau_share` of the samples where requests waited (a cap binds only then),
+    over at least `diagnosis_plateau_min_samples` such samples.
     """
     configured = info_number(view, group, c.INFO_MAX_NUM_SEQS)
     if configured is not None:
         return configured, "config"
     pairs = _aligned(running, waiting)
     queued = [r for r, w in pairs if w >= 1]
-    if len(queued) < 3:
+    if len(queued) < t.diagnosis_plateau_min_samples:
         return None, ""
     top = max(r for r, _ in pairs)
-    if top < 1:
-        return None, ""
+    if top < 2:
+        return None, ""  # one running request with a queue is a long prefill far more often than a cap of 1
     at_top = sum(1 for r in queued if r >= top)
     return (top, "plateau") if at_top / len(queued) >= t.diagnosis_plateau_share else (None, "")
 
@@ -347,7 +348,17 @@ def raw_cause(m: Measured, t: Thresholds) -> Verdict | None:
         load = (m.prefill_mean + (m.queue_mean or 0.0)) / m.ttft_budget
         if m.prefill_mean / m.ttft_budget >= t.diagnosis_prefill_share and load >= 1.0:
             return Verdict("PREFILL_COMPUTE", clamp01(load - 1.0 + m.prefill_mean / m.ttft_budget),
-                           {"prefill_mean_seconds": _r(m.prefill_mean), "prefill_load": _r(load)})
+                           {"prefill_mean_seconds": _r(m.prefill_mean), "prefill_load": _r(load),
+                            "prefill_source": "prefill_histogram"})
+    if m.role in ("aggregated", "prefill") and m.prefill_mean is None and queued \
+            and (m.itl_mean is None or m.itl_mean < m.itl_budget):
+        # No prefill-time histogram (Dynamo's mocker, some engines): requests keep waiting although
+        # seats and KV have room and decode keeps its budget, so the per-step token budget goes to
+        # prefill (a scheduler admits a waiting request whenever a seat, KV and tokens are free).
+        evidence = {"waiting_mean": _r(m.waiting_mean or 0.0), "prefill_source": "queue_with_free_seats_and_kv"}
+        if m.ttft_mean is not None:
+            evidence["ttft_mean_seconds"] = _r(m.ttft_mean)
+        return Verdict("PREFILL_COMPUTE", clamp01(m.waiting_share or 0.0), evidence)
     if m.role in ("aggregated", "decode") and m.itl_mean is not None and m.itl_mean >= m.itl_budget:
         return Verdict("DECODE_COMPUTE", clamp01(m.itl_mean / m.itl_budget - 1.0),
                        {"itl_mean_seconds": _r(m.itl_mean), "itl_budget_seconds": m.itl_budget})
@@ -446,6 +457,12 @@ def expected_effect(cause: str, remedy: str, m: Measured | None, t: Thresholds) 
             out["expected_queue_wait_seconds"] = _r(wait2)
             text += f"; queue wait from {wait:.1f} s to about {wait2:.1f} s"
         return out, text
+    if cause == "PREFILL_COMPUTE" and m.prefill_mean is None and m.ttft_mean is not None:
+        ttft2 = m.ttft_mean * scale * scale
+        out["expected_ttft_seconds"] = _r(ttft2)
+        out["expected_effect_assumes"] = f"replicas_{n}_to_{n + 1}"
+        return out, (f"mean TTFT {m.ttft_mean:.2f} s -> about {ttft2:.2f} s (queueing share; the prefill of one "
+                     "prompt does not get faster)")
     if cause == "PREFILL_COMPUTE" and m.prefill_mean is not None:
         load = (m.prefill_mean + (m.queue_mean or 0.0)) / m.ttft_budget
         queue2 = (m.queue_mean or 0.0) * scale * scale
@@ -675,6 +692,10 @@ def _why(verdict: Verdict) -> str:
         kv = f", KV cache at {float(e['kv_utilization_peak']):.0%}" if "kv_utilization_peak" in e else ""
         return (f" (running pinned at max_num_seqs {float(e['max_num_seqs']):.0f}, {source}, "
                 f"{float(e.get('waiting_mean', 0.0)):.1f} waiting{kv})")
+    if verdict.cause == "PREFILL_COMPUTE" and "prefill_mean_seconds" not in e:
+        ttft = f", mean TTFT {float(e['ttft_mean_seconds']):.2f} s" if "ttft_mean_seconds" in e else ""
+        return (f" ({float(e['waiting_mean']):.1f} requests waiting with free seats and KV room{ttft}: "
+                "the per-step token budget goes to prefill)")
     if verdict.cause == "PREFILL_COMPUTE":
         return (f" (prefill takes {float(e['prefill_mean_seconds']):.2f} s, "
                 f"load {float(e['prefill_load']):.2f} of the TTFT budget)")

@@ -41,8 +41,9 @@ class Thresholds:
     diagnosis_enter_ticks: float = 3.0
     diagnosis_exit_ticks: float = 5.0
     diagnosis_waiting_share: float = 0.5
-    diagnosis_pinned_share: float = 0.6
-    diagnosis_plateau_share: float = 0.6
+    diagnosis_pinned_share: float = 0.7
+    diagnosis_plateau_share: float = 0.8
+    diagnosis_plateau_min_samples: float = 10.0
     diagnosis_prefill_share: float = 0.5
     diagnosis_transfer_share: float = 0.5
     diagnosis_frontend_gap_share: float = 0.5
