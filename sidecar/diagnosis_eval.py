@@ -102,9 +102,9 @@ def violations(ticks: Sequence[TickResult]) -> list[str]:
             if s.name == SIGNAL and s.value == 1.0:
                 labels = dict(s.labels)
                 ones.setdefault(labels["target"], []).append(labels["cause"])
-        for target, found in ones.items():
-            if len(found) > 1:
-                out.append(f"{tick.time}: {SIGNAL} is 1 for {found} on {target}")
+        for target, causes_on in ones.items():
+            if len(causes_on) > 1:
+                out.append(f"{tick.time}: {SIGNAL} is 1 for {causes_on} on {target}")
         for rec in tick.recommendations:
             if rec.code == DIAGNOSIS_CODE and ones.get(rec.target) != [rec.cause]:
                 out.append(f"{tick.time}: {SIGNAL} on {rec.target} disagrees with its DIAGNOSIS line")
