@@ -179,6 +179,9 @@ class Measured:
     replicas: int = 1
     """Targets of the same role serving the same model (the n in the n -> n+1 formulas)."""
     frontend: bool = False
+    """A Dynamo frontend: request histograms and in-flight count, no engine running count."""
+    first_response_mean: float | None = None
+    """Dynamo work handler's mean time to first response (a P/D prefill worker's prefill)."""
 
 
 def _recent(series: Sequence[tuple[float, float]], now: float, seconds: float) -> list[float]:
@@ -196,16 +199,20 @@ def _aligned(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, float]])
 
 
 def batch_cap(view: WindowView, group: Group, running: Sequence[tuple[float, float]],
-              waiting: Sequence[tuple[float, float]], t: Thresholds) -> tuple[float | None, str]:
+              waiting: Sequence[tuple[float, float]], t: Thresholds,
+              shared: float | None = None) -> tuple[float | None, str]:
     """The engine's batch cap: exported config first, else a plateau of the running count.
 
-    Plateau: the running count's window maximum (at least 2), when it held at that maximum in at
+    `shared`: the one max_num_seqs another target of the deployment exports (a Dynamo frontend's
+    model card). Plateau: the running count's window maximum (at least 2), when it held at that maximum in at
     least `diagnosis_plateau_share` of the samples where requests waited (a cap binds only then),
     over at least `diagnosis_plateau_min_samples` such samples.
     """
     configured = info_number(view, group, c.INFO_MAX_NUM_SEQS)
     if configured is not None:
         return configured, "config"
+    if shared is not None:
+        return shared, "config_frontend"
     pairs = _aligned(running, waiting)
     queued = [r for r, w in pairs if w >= 1]
     if len(queued) < t.diagnosis_plateau_min_samples:
@@ -218,7 +225,8 @@ def batch_cap(view: WindowView, group: Group, running: Sequence[tuple[float, flo
 
 
 def measure(
-    window: TargetWindow, target: Target, settings: Settings, signals: Sequence[Signal] = ()
+    window: TargetWindow, target: Target, settings: Settings, signals: Sequence[Signal] = (),
+    shared_cap: float | None = None,
 ) -> Measured | None:
     """The busiest (model_name, engine) group of one target; None when it has no engine series."""
     t = settings.thresholds
@@ -238,13 +246,14 @@ def measure(
         times = phase_times(view, group)
         ttft_budget = settings.slo_ttft_seconds or DEFAULT_TTFT_BUDGET_SECONDS
         itl_budget = settings.slo_itl_seconds or DEFAULT_ITL_BUDGET_SECONDS
-        cap, source = batch_cap(view, group, running, waiting, t)
+        cap, source = batch_cap(view, group, running, waiting, t, shared_cap)
         recent_pairs = _aligned(_recent_series(running, now, t), _recent_series(waiting, now, t))
         pinned = None
         if cap is not None and recent_pairs:
             pinned = sum(1 for r, w in recent_pairs if r >= cap and w >= 1) / len(recent_pairs)
         ttft = view.histogram_delta(c.TTFT_SECONDS, group)
         itl = view.histogram_delta(c.ITL_SECONDS, group)
+        first = view.histogram_delta(c.WORKER_FIRST_RESPONSE_SECONDS, group)
         busy = any(v > 0 for v in recent_r) or any(v > 0 for v in recent_w)
         share, failures = _transfer(signals, target.name, group)
         m = Measured(
@@ -264,11 +273,21 @@ def measure(
             requests_finished=ttft.count if ttft is not None else 0.0,
             transfer_ttft_share=share, transfer_failure_ratio=failures,
             ttft_budget=ttft_budget, itl_budget=itl_budget,
-            frontend=not view.has(c.REQUESTS_RUNNING, group) and view.has(c.INFLIGHT_REQUESTS, group),
+            frontend=not view.has(c.REQUESTS_RUNNING, group) and view.has(c.INFLIGHT_REQUESTS, group)
+            and view.has(c.TTFT_SECONDS, group) and not view.has(c.WORKER_FIRST_RESPONSE_SECONDS, group),
+            first_response_mean=(first.sum / first.count) if first is not None and first.count > 0 else None,
         )
         if best is None or (m.running_mean or 0.0) > (best.running_mean or 0.0):
             best = m
     return best
+
+
+def _number(raw: str) -> float | None:
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
 
 
 def _recent_series(series: Sequence[tuple[float, float]], now: float, t: Thresholds) -> list[tuple[float, float]]:
@@ -385,6 +404,33 @@ def frontend_verdict(frontend: Measured, engines: Sequence[Measured], t: Thresho
                    {"frontend_ttft_seconds": _r(frontend.ttft_mean), "engine_ttft_seconds": _r(engine_ttft)})
 
 
+def frontend_transfer(frontend: Measured, members: Sequence[Measured], t: Thresholds) -> Verdict | None:
+    """P/D behind a scraped frontend: the part of the user's TTFT that neither engine spends.
+
+    transfer estimate = frontend TTFT - prefill side (its TTFT or work-handler first response)
+    - decode side's own TTFT; KV_TRANSFER when it is at least `diagnosis_transfer_share` of the
+    frontend TTFT. Needs the prefill side's time: without it the remainder could be prefill.
+    """
+    if frontend.ttft_mean is None or frontend.ttft_mean <= 0 or frontend.requests_finished < 1:
+        return None
+    prefill = [m.prefill_mean if m.prefill_mean is not None else
+               m.ttft_mean if m.ttft_mean is not None else m.first_response_mean
+               for m in members if m.role == "prefill"]
+    decode = [m.ttft_mean for m in members if m.role == "decode" and m.ttft_mean is not None]
+    known = [p for p in prefill if p is not None]
+    if not known or not decode:
+        return None
+    remainder = frontend.ttft_mean - max(known) - max(decode)
+    share = remainder / frontend.ttft_mean
+    if share < t.diagnosis_transfer_share or frontend.ttft_mean < frontend.ttft_budget:
+        return None
+    return Verdict("KV_TRANSFER", clamp01(share), {
+        "transfer_ttft_share": _r(share), "transfer_source": "frontend_minus_engines",
+        "frontend_ttft_seconds": _r(frontend.ttft_mean), "prefill_seconds": _r(max(known)),
+        "decode_ttft_seconds": _r(max(decode)),
+    })
+
+
 def pool_verdict(members: Sequence[tuple[Measured, Verdict | None]]) -> Verdict | None:
     """A P/D deployment's cause from its members': transfer first, then the decode side, then prefill."""
     by_role: dict[str, list[Verdict]] = {}
@@ -481,8 +527,7 @@ def expected_effect(cause: str, remedy: str, m: Measured | None, t: Thresholds) 
             clamp01(1.0 - m.ttft_budget / m.ttft_mean if m.ttft_mean > 0 else 0.0)
         ttft2 = m.ttft_mean * (1.0 - share)
         out["expected_ttft_seconds"] = _r(ttft2)
-        return out, (f"decode-side TTFT {m.ttft_mean:.2f} s -> at most about {ttft2:.2f} s once transfers "
-                     "stop dominating")
+        return out, (f"TTFT {m.ttft_mean:.2f} s -> about {ttft2:.2f} s at best (the transfer's share removed)")
     if cause == "DEMAND_ABOVE_CAPACITY":
         out["expected_effect_assumes"] = f"replicas_{n}_to_{n + 1}"
         if m.waiting_mean is not None:
@@ -615,8 +660,11 @@ class Diagnosis:
     ) -> DiagnosisResult:
         t = self.settings.thresholds
         measured: dict[str, Measured] = {}
+        caps = {value for _, window in fresh.values() if window.latest is not None
+                for info in window.latest.info.values() if (value := info.get(c.INFO_MAX_NUM_SEQS))}
+        shared_cap = _number(next(iter(caps))) if len(caps) == 1 else None
         for name, (target, window) in fresh.items():
-            m = measure(window, target, self.settings, signals)
+            m = measure(window, target, self.settings, signals, shared_cap)
             if m is not None:
                 measured[name] = m
         replicas: dict[tuple[str, str], int] = {}
@@ -626,14 +674,26 @@ class Diagnosis:
         measured = {n: replace(m, replicas=replicas.get((m.role, m.model_name), 1)) for n, m in measured.items()}
         raw: dict[str, Verdict | None] = {}
         engines = [m for m in measured.values() if not m.frontend]
+        frontends = [m for m in measured.values() if m.frontend]
+        pd = [m for m in engines if m.role in ("prefill", "decode")]
+        disaggregated = {m.role for m in pd} == {"prefill", "decode"}
         for name, m in measured.items():
-            raw[name] = frontend_verdict(m, engines, t) if m.frontend else raw_cause(m, t)
-        pd = [(m, raw[n]) for n, m in measured.items() if m.role in ("prefill", "decode") and not m.frontend]
-        if {m.role for m, _ in pd} == {"prefill", "decode"}:
-            raw[POOL] = pool_verdict(pd)
-            decode = [m for m, _ in pd if m.role == "decode"]
+            if m.frontend:
+                # In P/D the frontend's extra TTFT is the remote prefill and the transfer: judged by the pool.
+                raw[name] = None if disaggregated else frontend_verdict(m, engines, t)
+            else:
+                raw[name] = raw_cause(m, t)
+        if disaggregated:
+            transfer = next((v for f in frontends if (v := frontend_transfer(f, pd, t)) is not None), None)
+            raw[POOL] = transfer or pool_verdict([(m, raw[m.target]) for m in pd])
+            decode = [m for m in pd if m.role == "decode"]
             if decode:
-                measured[POOL] = replace(max(decode, key=lambda m: m.running_mean or 0.0), target=POOL, role=POOL)
+                pool = replace(max(decode, key=lambda m: m.running_mean or 0.0), target=POOL, role=POOL)
+                if transfer is not None:
+                    front = next(f for f in frontends if f.ttft_mean is not None)
+                    pool = replace(pool, ttft_mean=front.ttft_mean,
+                                   transfer_ttft_share=float(transfer.evidence["transfer_ttft_share"]))
+                measured[POOL] = pool
         current: dict[str, Verdict | None] = {}
         since: dict[str, float | None] = {}
         for key, verdict in raw.items():
@@ -688,7 +748,8 @@ def _why(verdict: Verdict) -> str:
             parts.append(f"{float(e['waiting_mean']):.1f} requests waiting")
         return " (" + ", ".join(parts) + ")"
     if verdict.cause == "BATCH_SEAT_LIMIT":
-        source = "configured" if e.get("cap_source") == "config" else "inferred from the running count's plateau"
+        source = {"config": "configured", "config_frontend": "configured, from the frontend's model card"}.get(
+            str(e.get("cap_source")), "inferred from the running count's plateau")
         kv = f", KV cache at {float(e['kv_utilization_peak']):.0%}" if "kv_utilization_peak" in e else ""
         return (f" (running pinned at max_num_seqs {float(e['max_num_seqs']):.0f}, {source}, "
                 f"{float(e.get('waiting_mean', 0.0)):.1f} waiting{kv})")
@@ -705,6 +766,10 @@ def _why(verdict: Verdict) -> str:
     if verdict.cause == "KV_TRANSFER":
         if "transfer_failure_ratio" in e:
             return f" ({float(e['transfer_failure_ratio']):.1%} of transfers fail)"
+        if e.get("transfer_source") == "frontend_minus_engines":
+            return (f" (about {float(e['transfer_ttft_share']):.0%} of the user's "
+                    f"{float(e['frontend_ttft_seconds']):.2f} s TTFT is spent in neither engine: "
+                    f"prefill {float(e['prefill_seconds']):.3f} s, decode {float(e['decode_ttft_seconds']):.3f} s)")
         if "transfer_ttft_share" in e:
             return f" (transfers take {float(e['transfer_ttft_share']):.0%} of the decode side's TTFT)"
         return (f" (the decode side waits {float(e['decode_ttft_seconds']):.2f} s for its first token "

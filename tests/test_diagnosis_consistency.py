@@ -60,7 +60,7 @@ def test_verdict_matches_the_cause_set_up(name: str) -> None:
 
 def test_labelled_runs_cover_every_set_up_and_keep_some_out_of_tuning() -> None:
     labels = {meta["label"] for meta in LABELS.values()}
-    assert {"KV_CAPACITY", "BATCH_SEAT_LIMIT", "PREFILL_COMPUTE", "none"} <= labels
+    assert {"KV_CAPACITY", "BATCH_SEAT_LIMIT", "PREFILL_COMPUTE", "KV_TRANSFER", "none"} <= labels
     assert any(meta["held_out"] for meta in LABELS.values())
     assert any(not meta["held_out"] for meta in LABELS.values())
 

@@ -66,6 +66,7 @@ NIXL_XFER_SECONDS: Final = "nixl_xfer_seconds"
 NIXL_POST_SECONDS: Final = "nixl_post_seconds"
 NIXL_BYTES: Final = "nixl_bytes"
 NIXL_DESCRIPTORS: Final = "nixl_descriptors"
+WORKER_FIRST_RESPONSE_SECONDS: Final = "worker_first_response_seconds"  # Dynamo work handler: in -> first response
 
 # --- info keys (EngineSnapshot.info[engine]): from vllm:cache_config_info / Dynamo frontend gauges
 INFO_BLOCK_SIZE: Final = "block_size"
