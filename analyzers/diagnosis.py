@@ -165,7 +165,7 @@ class Measured:
     cap_source: str = ""
     """"config" (max_num_seqs exported by the engine or its frontend) or "plateau" (inferred)."""
     pinned_share: float | None = None
-    """Share of recent samples with running at the cap while requests wait."""
+    """Of the recent scrapes with a request waiting, the share with running at the cap."""
     queue_mean: float | None = None
     prefill_mean: float | None = None
     ttft_mean: float | None = None
@@ -249,8 +249,9 @@ def measure(
         cap, source = batch_cap(view, group, running, waiting, t, shared_cap)
         recent_pairs = _aligned(_recent_series(running, now, t), _recent_series(waiting, now, t))
         pinned = None
-        if cap is not None and recent_pairs:
-            pinned = sum(1 for r, w in recent_pairs if r >= cap and w >= 1) / len(recent_pairs)
+        queued_running = [r for r, w in recent_pairs if w >= 1]
+        if cap is not None and queued_running:
+            pinned = sum(1 for r in queued_running if r >= cap) / len(queued_running)
         ttft = view.histogram_delta(c.TTFT_SECONDS, group)
         itl = view.histogram_delta(c.ITL_SECONDS, group)
         first = view.histogram_delta(c.WORKER_FIRST_RESPONSE_SECONDS, group)
@@ -369,7 +370,8 @@ def raw_cause(m: Measured, t: Thresholds) -> Verdict | None:
             return Verdict("PREFILL_COMPUTE", clamp01(load - 1.0 + m.prefill_mean / m.ttft_budget),
                            {"prefill_mean_seconds": _r(m.prefill_mean), "prefill_load": _r(load),
                             "prefill_source": "prefill_histogram"})
-    if m.role in ("aggregated", "prefill") and m.prefill_mean is None and queued \
+    seats_free = m.pinned_share is None or m.pinned_share <= 1.0 - t.diagnosis_pinned_share
+    if m.role in ("aggregated", "prefill") and m.prefill_mean is None and queued and seats_free \
             and (m.itl_mean is None or m.itl_mean < m.itl_budget):
         # No prefill-time histogram (Dynamo's mocker, some engines): requests keep waiting although
         # seats and KV have room and decode keeps its budget, so the per-step token budget goes to

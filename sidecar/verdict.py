@@ -44,9 +44,10 @@ class VerdictLog:
         self.end = tick.time
         for rec in tick.recommendations:
             if rec.code == DIAGNOSIS_CODE:
-                self._add(rec, tick.time)
+                self.add(rec, tick.time)
 
-    def _add(self, rec: Recommendation, now: float) -> None:
+    def add(self, rec: Recommendation, now: float) -> None:
+        """Extend or open the episode of one DIAGNOSIS line seen at `now`."""
         episode = self._open.get(rec.target)
         effect = str(rec.evidence.get("expected_effect", ""))
         findings = {f for f in str(rec.evidence.get("findings", "")).split(",") if f}

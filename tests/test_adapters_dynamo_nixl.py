@@ -57,6 +57,7 @@ def test_dynamo_frontend_sample(fixtures_dir: Path) -> None:
         c.INFO_BLOCK_SIZE: "1",
         c.INFO_NUM_GPU_BLOCKS: "92962",
         c.INFO_KV_CACHE_SIZE_TOKENS: "92962",
+        c.INFO_MAX_NUM_SEQS: "2",  # dynamo_frontend_model_max_num_seqs: the batch cap the diagnosis reads
     }
     for family, canonical in (
         ("dynamo_frontend_time_to_first_token_seconds", c.TTFT_SECONDS),
