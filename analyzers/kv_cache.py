@@ -15,7 +15,7 @@ from phaselens.analyzers.view import WindowView
 from phaselens.analyzers.window import Group
 from phaselens.parsers.engines import canonical as c
 
-HitSource = Literal["tokens", "blocks", "counters", "gauge"]
+HitSource = Literal["tokens", "blocks", "counters", "gauge", "frontend", "router"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,8 @@ def kv_utilization(window: WindowView, group: Group) -> float | None:
 
 
 def prefix_hit_ratio(window: WindowView, group: Group) -> tuple[float | None, HitSource | None, float | None]:
-    """increase(hits) / increase(queries) over the window; the V0 / Dynamo gauge as fallback.
+    """increase(hits) / increase(queries) over the window; then Dynamo's cached over input tokens
+    (frontend usage, then KV router); the V0 / Dynamo gauge as the last fallback.
 
     The counters count tokens on vLLM >= 0.9 and blocks before; the ratio is the same either way.
     Returns (ratio, source, lookups in the window).
@@ -98,10 +99,27 @@ def prefix_hit_ratio(window: WindowView, group: Group) -> tuple[float | None, Hi
             unit = snap.prefix_cache_unit
         # hits <= queries by construction; a reset inside the window can break that slightly.
         return clamp01(hits / queries), unit, queries
+    for cached_name, input_name, source in _TOKEN_SOURCES:
+        cached = window.histogram_delta(cached_name, group) if cached_name == c.REQUEST_CACHED_TOKENS else None
+        cached_sum = cached.sum if cached is not None else window.increase(cached_name, group)
+        prompt = window.histogram_delta(input_name, group)
+        if cached_sum is not None and prompt is not None:
+            if prompt.sum <= 0:
+                return None, None, prompt.sum
+            return clamp01(cached_sum / prompt.sum), source, prompt.sum
     gauge = window.gauge(c.PREFIX_CACHE_HIT_RATE_GAUGE, group)
     if gauge is not None and gauge >= 0:
         return clamp01(gauge), "gauge", None
     return None, None, None
+
+
+_TOKEN_SOURCES: tuple[tuple[str, str, HitSource], ...] = (
+    # Dynamo frontend: the cached tokens each request's usage reports (the engine's own count)
+    # over the request's input tokens; then the KV router's cached-prefix tokens on the worker it
+    # chose over the tokens it routed (its estimate, prefill/aggregated routing only).
+    (c.REQUEST_CACHED_TOKENS, c.REQUEST_PROMPT_TOKENS, "frontend"),
+    (c.ROUTER_CACHED_PREFIX_TOKENS, c.ROUTER_INPUT_TOKENS, "router"),
+)
 
 
 def eviction_rate(window: WindowView, group: Group) -> tuple[float | None, bool]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from phaselens.analyzers.backlog import PrefillBacklog, prefill_backlog
 from phaselens.analyzers.goodput import Attainment, GoodputSummary, goodput_summary, request_rate
@@ -86,7 +86,12 @@ def measure_group(window: WindowView, group: Group, role: str, settings: Setting
         load = aggregated_phase_load(times, kv.utilization, kv.preemptions_per_second,
                                      settings.slo_ttft_seconds, settings.slo_itl_seconds)
     rate = request_rate(window, group)
-    goodput = goodput_summary(window, group, settings.slo_ttft_seconds, settings.slo_itl_seconds)
+    # A Dynamo decode worker's TTFT is its first token after the KV arrived, not the user's: no
+    # TTFT attainment (nor a joint one, nor goodput) from it; the frontend target has the user's.
+    slo_ttft = None if dynamo_decode(window, role) else settings.slo_ttft_seconds
+    goodput = goodput_summary(window, group, slo_ttft, settings.slo_itl_seconds)
+    if slo_ttft is None and settings.slo_ttft_seconds is not None:
+        goodput = replace(goodput, joint=None, goodput_lower_per_second=None, goodput_upper_per_second=None)
     return GroupMeasurements(
         group=group,
         kv=kv,
@@ -100,6 +105,11 @@ def measure_group(window: WindowView, group: Group, role: str, settings: Setting
         prompt_tokens_per_second=window.rate(c.PROMPT_TOKENS, group),
         idle=is_idle(window, group),
     )
+
+
+def dynamo_decode(window: WindowView, role: str) -> bool:
+    latest = window.latest
+    return role == "decode" and latest is not None and latest.engine_kind == "dynamo"
 
 
 def is_idle(window: WindowView, group: Group) -> bool:

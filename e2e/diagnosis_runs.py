@@ -161,7 +161,7 @@ def run(name: str, scenario: Scenario, out: Path, model: Path) -> None:
                                        folder / f"record-{role}.log"))
         time.sleep(3)
         lg = procs.start("loadgen", [sys.executable, str(ROOT / "loadgen.py"), "--url", f"http://127.0.0.1:{http}",
-                                     "--out", str(folder / "groundtruth.jsonl"), "--omit-param", "return_token_ids",
+                                     "--out", str(folder / "groundtruth.jsonl"), "--no-token-ids",
                                      "--phases", *scenario.phases],
                          folder / "loadgen.log")
         started.append(lg)

@@ -10,6 +10,7 @@ from phaselens.analyzers.diagnosis import Diagnosis
 from phaselens.analyzers.queue_intelligence import QueueIntelligence
 from phaselens.analyzers.window import TargetWindow
 from phaselens.clock import Clock
+from phaselens.dynamo_stage import DynamoStage
 from phaselens.inputs import NixlStage
 from phaselens.logs import get_logger, log_event
 from phaselens.model import GpuReading, Recommendation, Signal, Target
@@ -80,7 +81,7 @@ def build_pipeline(
         settings,
         clock,
         targets=targets,
-        extra_stages=[("nixl", nixl), ("queue", queue)],
+        extra_stages=[("nixl", nixl), ("dynamo", DynamoStage(settings)), ("queue", queue)],
         gate=queue.gate,
         diagnose=diagnose,
     )

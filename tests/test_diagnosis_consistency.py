@@ -28,12 +28,14 @@ def _ticks(key: str) -> list[TickResult]:
         elif key == "vllm-pd":
             settings = Settings(nixl_telemetry_dir=str(PD / "nixl-telemetry"))
             _cache[key] = run([str(PD / "scrapes.tar.gz")], settings)
+        elif key.startswith("dynamo-"):  # dynamo-agg / dynamo-pd: tests/fixtures/dynamo-1.6.1-mocker-*/
+            _cache[key] = run([str(FIXTURES / f"dynamo-1.6.1-mocker-{key.removeprefix('dynamo-')}" / "scrapes.tar.gz")])
         else:
             _cache[key] = run([str(LABELLED / f"{key}.tar.gz")])
     return _cache[key]
 
 
-RECORDINGS = ["vllm-aggregated", "vllm-pd", *sorted(LABELS)]
+RECORDINGS = ["vllm-aggregated", "vllm-pd", "dynamo-agg", "dynamo-pd", *sorted(LABELS)]
 
 
 @pytest.mark.parametrize("recording", RECORDINGS)
@@ -63,6 +65,16 @@ def test_labelled_runs_cover_every_set_up_and_keep_some_out_of_tuning() -> None:
     assert {"KV_CAPACITY", "BATCH_SEAT_LIMIT", "PREFILL_COMPUTE", "KV_TRANSFER", "none"} <= labels
     assert any(meta["held_out"] for meta in LABELS.values())
     assert any(not meta["held_out"] for meta in LABELS.values())
+
+
+def test_dynamo_pd_capture_recorded_elsewhere_is_a_decode_seat_limit() -> None:
+    """tests/fixtures/dynamo-1.6.1-mocker-pd (recorded for another purpose, never used for tuning):
+    its README says 10 clients wait for the decode worker's 4 batch seats while prefill stays fast."""
+    ticks = _ticks("dynamo-pd")
+    causes = {(r.target, r.cause, r.remedy) for t in ticks for r in t.recommendations if r.code == "DIAGNOSIS"}
+    assert causes == {("decode", "BATCH_SEAT_LIMIT", "raise_max_num_seqs"),
+                      ("pool", "BATCH_SEAT_LIMIT", "raise_max_num_seqs")}
+    assert dominant_cause(_ticks("dynamo-agg"))[0] == "none"  # 3-4 clients on 4 seats: nothing binds
 
 
 def test_real_aggregated_capture_is_kv_bound_and_says_so_first() -> None:

@@ -18,6 +18,12 @@ KV_ACTIVE_BLOCKS: Final = "kv_active_blocks"  # Dynamo kvstats
 KV_TOTAL_BLOCKS: Final = "kv_total_blocks"  # Dynamo kvstats / frontend model_total_kv_blocks
 PREFIX_CACHE_HIT_RATE_GAUGE: Final = "prefix_cache_hit_rate_gauge"  # V0 / Dynamo gauge (0-1); absent when -1
 INFLIGHT_REQUESTS: Final = "inflight_requests"  # Dynamo frontend
+# Dynamo frontend, one series per worker the router knows: extra labels `worker_id` (decimal) and
+# `worker_type` (prefill|decode; an aggregated worker is "decode"). The router's view of each worker.
+DYNAMO_WORKER_ACTIVE_PREFILL_TOKENS: Final = "dynamo_worker_active_prefill_tokens"
+DYNAMO_WORKER_ACTIVE_DECODE_BLOCKS: Final = "dynamo_worker_active_decode_blocks"
+DYNAMO_WORKER_LAST_TTFT_SECONDS: Final = "dynamo_worker_last_ttft_seconds"
+DYNAMO_WORKER_LAST_ITL_SECONDS: Final = "dynamo_worker_last_itl_seconds"
 
 # --- counters (cumulative values)
 PROMPT_TOKENS: Final = "prompt_tokens"
@@ -31,6 +37,10 @@ EXTERNAL_PREFIX_CACHE_HITS: Final = "external_prefix_cache_hits"
 PREEMPTIONS: Final = "preemptions"
 REQUEST_SUCCESS: Final = "request_success"  # extra label `finished_reason`
 REQUESTS_TOTAL: Final = "requests_total"  # Dynamo frontend requests (extra label `status` when present)
+REQUESTS_STARTED: Final = "requests_started"  # Dynamo frontend arrivals, counted as they arrive
+# Dynamo KV router: prefix tokens the router found cached on the worker it chose, prefill or
+# aggregated routing only (in P/D every request is also routed to decode: that count would double).
+ROUTER_CACHED_PREFIX_TOKENS: Final = "router_cached_prefix_tokens"
 NIXL_FAILED_TRANSFERS: Final = "nixl_failed_transfers"
 NIXL_FAILED_NOTIFICATIONS: Final = "nixl_failed_notifications"
 NIXL_KV_EXPIRED_REQUESTS: Final = "nixl_kv_expired_requests"
@@ -57,6 +67,10 @@ DECODE_TIME_SECONDS: Final = "decode_time_seconds"
 INFERENCE_TIME_SECONDS: Final = "inference_time_seconds"
 REQUEST_PROMPT_TOKENS: Final = "request_prompt_tokens"
 REQUEST_GENERATION_TOKENS: Final = "request_generation_tokens"
+REQUEST_CACHED_TOKENS: Final = "request_cached_tokens"  # Dynamo frontend: the usage's cached_tokens
+ROUTER_INPUT_TOKENS: Final = "router_input_tokens"  # Dynamo router, prefill/aggregated routing only
+# Dynamo worker: time its `generate` endpoint spent on a request (a P/D prefill worker: the prefill)
+WORKER_REQUEST_SECONDS: Final = "worker_request_seconds"
 REQUEST_PREFILL_KV_COMPUTED_TOKENS: Final = "request_prefill_kv_computed_tokens"
 ITERATION_TOKENS: Final = "iteration_tokens"
 KV_BLOCK_LIFETIME_SECONDS: Final = "kv_block_lifetime_seconds"
@@ -74,4 +88,5 @@ INFO_NUM_GPU_BLOCKS: Final = "num_gpu_blocks"
 INFO_KV_CACHE_SIZE_TOKENS: Final = "kv_cache_size_tokens"
 INFO_ENABLE_PREFIX_CACHING: Final = "enable_prefix_caching"  # "True"/"False"
 INFO_KV_CACHE_METRICS_SAMPLE: Final = "kv_cache_metrics_sample"  # when known
-INFO_MAX_NUM_SEQS: Final = "max_num_seqs"  # a cache_config_info label where exported / Dynamo model card
+INFO_MAX_NUM_SEQS: Final = "max_num_seqs"  # Dynamo frontend model card / a cache_config_info label
+INFO_DYNAMO_WORKER_ID: Final = "dynamo_worker_id"  # a Dynamo process's own id, in decimal

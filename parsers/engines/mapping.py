@@ -31,7 +31,7 @@ from typing import Literal
 from phaselens.model import EngineKind, EngineSnapshot, Exposition, Histogram, Labels, MetricFamily
 from phaselens.parsers.engines import canonical as c
 
-RuleKind = Literal["counter", "gauge", "histogram", "cache_config_info", "info_gauge"]
+RuleKind = Literal["counter", "gauge", "histogram", "cache_config_info", "info_gauge", "hex_id_info"]
 Source = Literal["vllm", "dynamo", "nixl"]
 PrefixUnit = Literal["tokens", "blocks"]
 
@@ -46,7 +46,9 @@ class Rule:
     `drop_negative`: V0 hit-rate gauges report -1 when prefix caching is off: no value, not a rate.
     `fraction_or_percent`: Dynamo's `*_gpu_cache_usage_percent`; see `_percent_scale`.
     `prefix_unit`: for prefix-cache counters, the unit, or "help" to read it from the HELP text.
-    `info_key`: for `info_gauge` rules, the `EngineSnapshot.info` key the value fills.
+    `info_key`: for `info_gauge` rules, the `EngineSnapshot.info` key the value fills; for
+    `hex_id_info` rules, the key that the label `id_label` fills, read as hex and written in decimal
+    (a Dynamo worker writes its own id in hex; the frontend names the same worker in decimal).
     """
 
     canonical: str
@@ -61,6 +63,7 @@ class Rule:
     fraction_or_percent: bool = False
     prefix_unit: PrefixUnit | Literal["help"] | None = None
     info_key: str | None = None
+    id_label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +250,9 @@ class _Accumulator:
         if kind == "cache_config_info":
             self._add_cache_config(family, binding)
             return
+        if kind == "hex_id_info":
+            self._add_hex_id(family, rule)
+            return
         wanted = binding.base + "_total" if kind == "counter" else binding.base
         samples = [s for s in family.samples if s.name == wanted]
         if not samples and kind == "counter" and family.type == "counter":
@@ -288,6 +294,20 @@ class _Accumulator:
                 self.needs_model_resolution = True
             scaled = hist if rule.scale == 1.0 else _scaled(hist, rule.scale)
             self.add_histogram((rule.canonical, model, engine, kept), rule.rank, scaled)
+
+    def _add_hex_id(self, family: MetricFamily, rule: Rule) -> None:
+        if rule.info_key is None or rule.id_label is None:
+            return
+        for sample in family.samples:
+            raw = next((v for k, v in sample.labels if k == rule.id_label), None)
+            if raw is None:
+                continue
+            try:
+                decimal = str(int(raw, 16))
+            except ValueError:  # not an id we can join on: leave it out rather than guess
+                continue
+            _, engine, _ = _split_labels(sample.labels, ())
+            self.fill_info.setdefault(engine, {})[rule.info_key] = decimal
 
     def _add_cache_config(self, family: MetricFamily, binding: Binding) -> None:
         names = (binding.base, binding.base + "_info")
