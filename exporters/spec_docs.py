@@ -345,6 +345,9 @@ DYNAMO_COVERAGE: dict[str, str] = {
     "phaselens_predicted_queue_wait_seconds": "as phaselens_utilization_ratio.",
     "phaselens_slo_breach_probability": "as phaselens_utilization_ratio.",
     "phaselens_prediction_calibration_error": "as phaselens_utilization_ratio.",
+    "phaselens_diagnosis": "workers: KV_CAPACITY, BATCH_SEAT_LIMIT (cap from the frontend's model card "
+    "max_num_seqs), PREFILL_COMPUTE (queue with free seats and KV: no prefill histogram), DECODE_COMPUTE; "
+    "P/D pool: KV_TRANSFER from the frontend's TTFT minus both workers' (labelled runs in docs/diagnosis.md).",
     "phaselens_gpu_utilization_ratio": "NVML, not Dynamo.",
     "phaselens_gpu_memory_used_ratio": "NVML, not Dynamo.",
     "phaselens_gpu_power_watts": "NVML, not Dynamo.",
