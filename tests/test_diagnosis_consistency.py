@@ -128,3 +128,27 @@ def test_cause_names_are_the_documented_taxonomy() -> None:
     doc = (Path(__file__).parent.parent / "docs" / "diagnosis.md").read_text()
     for cause in CAUSES:
         assert f"`{cause}`" in doc
+
+
+def test_expected_effect_formulas_from_docs() -> None:
+    """The worked numbers of docs/diagnosis.md's formulas."""
+    from phaselens.analyzers.diagnosis import expected_effect
+
+    t = Thresholds()
+    kv, text = expected_effect("KV_CAPACITY", "add_replicas", _m(kv_utilization_recent_max=0.97, replicas=1), t)
+    assert kv["expected_kv_utilization"] == 0.485 and kv["expected_preemptions_per_second"] == 0.0
+    assert "0.97 -> about 0.48" in text  # u x n/(n+1)
+    # max_num_seqs 2, KV at 35 % with 2 running: the KV holds floor(0.9 x 2 / 0.35) = 5 seats.
+    seat, text = expected_effect("BATCH_SEAT_LIMIT", "raise_max_num_seqs",
+                                 _m(cap=2.0, kv_utilization_recent_max=0.35, running_mean=2.0,
+                                    queue_mean=4.1, waiting_mean=6.0), t)
+    assert seat["expected_max_num_seqs"] == 4.0 and seat["kv_room_sequences"] == 3.0
+    assert seat["expected_queue_wait_seconds"] == round(4.1 * (6.0 - 2.0) / 6.0, 4)
+    assert text.startswith("max_num_seqs 2 -> 4: the KV cache at 35% has room for about 3 more sequences")
+    # Little's law when the engine has no queue-time histogram: 6 waiting / (30 first tokens / 30 s) = 6 s.
+    little, _ = expected_effect("BATCH_SEAT_LIMIT", "raise_max_num_seqs",
+                                _m(cap=2.0, kv_utilization_recent_max=0.35, running_mean=2.0, waiting_mean=6.0,
+                                   requests_finished=30.0), t)
+    assert little["queue_wait_seconds"] == 6.0
+    two, _ = expected_effect("DECODE_COMPUTE", "add_decode_capacity", _m(itl_mean=0.3, replicas=2), t)
+    assert two["expected_itl_seconds"] == 0.2  # n/(n+1) with n = 2
