@@ -168,7 +168,8 @@ def test_demo_once_prints_recommendations_and_summary(capsys: pytest.CaptureFixt
     assert "KV_CAPACITY from +" in lines[1]
     assert lines[2].strip().startswith("remedy: add_replicas")
     assert lines[3].strip().startswith("expected: KV utilization")
-    assert lines.index("Details:") < next(i for i, line in enumerate(lines) if "KV_CACHE_PRESSURE" in line)
+    first_line = next(i for i, line in enumerate(lines) if line.startswith("[+") and "KV_CACHE_PRESSURE" in line)
+    assert lines.index("Details:") < first_line
 
 
 def test_replay_without_json_prints_the_verdict_first(capsys: pytest.CaptureFixture[str]) -> None:
