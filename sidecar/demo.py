@@ -1,9 +1,9 @@
 """`phaselens demo`: the bundled real capture (vLLM 0.32.0, CPU, aggregated) through the pipeline.
 
-`--once` replays as fast as it can and prints the verdict first (primary cause per episode, remedy,
-expected effect), then the recommendations in order and a summary. Without it the replay is paced
-(10x by default) while `/metrics` is served, recommendations print as they happen, the verdict
-follows at the end, and the last state keeps being served until Ctrl-C.
+Both modes print the verdict first (primary cause per episode, remedy, expected effect). `--once`
+then prints the recommendations in order and a summary. Without it the replay is paced (10x by
+default) while `/metrics` is served (the verdict comes from a quick unpaced pass first),
+recommendations print as they happen, and the last state keeps being served until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -123,10 +123,25 @@ def run_demo(
     except ConfigError as exc:
         print(f"phaselens demo: {exc}", file=sys.stderr)
         return 2
+    if not as_json:
+        # The verdict first here too: an unpaced pass over the same capture (about a second).
+        stream.write("\n".join(run_verdict(sources, settings)) + "\n\n")
     stream.write(f"Serving http://{host}:{port}/metrics while replaying at {speed:g}x (Ctrl-C to stop).\n")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_paced(pipeline, ticks, show, host, port, speed, summary, stream, verdict))
+        asyncio.run(_serve_paced(pipeline, ticks, show, host, port, speed, summary, stream))
     return 0
+
+
+def run_verdict(sources: list[RecordedSource], settings: Settings) -> list[str]:
+    """The verdict of a whole capture, from a separate unpaced pipeline."""
+    clock = ManualClock()
+    pipeline = build_pipeline(settings, clock, replay=True)
+    verdict = VerdictLog()
+    try:
+        verdict.observe_all(replay_ticks(pipeline, clock, merge_by_time(sources)))
+    finally:
+        pipeline.close()
+    return verdict.lines()
 
 
 async def _serve_paced(
@@ -138,7 +153,6 @@ async def _serve_paced(
     speed: float,
     summary: DemoSummary,
     stream: TextIO,
-    verdict: VerdictLog,
 ) -> None:
     from phaselens.server import Sidecar, serve
 
@@ -153,7 +167,6 @@ async def _serve_paced(
                 await asyncio.sleep(max(0.0, (tick.time - previous) / speed))
             previous = tick.time
             show(tick)
-        stream.write("\n".join(verdict.lines()) + "\n")
         stream.write("\n".join(summary.lines()) + "\nReplay finished; still serving the last state.\n")
         stream.flush()
 
