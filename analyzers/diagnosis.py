@@ -607,9 +607,11 @@ def reconcile(
     recs: Sequence[Recommendation],
     causes: Mapping[str, Verdict | None],
     measured: Mapping[str, Measured],
+    attach_to: Mapping[str, str] | None = None,
 ) -> tuple[list[Recommendation], dict[str, list[str]]]:
     """Recommendations with `cause` and `remedy`; returns them and, per target, the codes attached
-    to its cause as evidence (kept or dropped)."""
+    to its cause as evidence (kept or dropped). `attach_to` maps a target without a cause of its
+    own (a frontend) to the one whose cause explains it: its findings become evidence there."""
     by_target: dict[str, set[str]] = {}
     for rec in recs:
         by_target.setdefault(rec.target, set()).add(rec.code)
@@ -625,6 +627,10 @@ def reconcile(
         if rec.code in PREDICTIONS and _measured_event(rec, by_target.get(rec.target, set()), measured.get(rec.target)):
             continue
         if not cause:
+            owner = (attach_to or {}).get(rec.target)
+            if owner is not None and causes.get(owner) is not None:
+                attached.setdefault(owner, []).append(f"{rec.code}@{rec.target}")
+                continue
             if rec.code in PREDICTIONS and rec.action != "act":
                 # what will happen, before anything binds: kept, without a remedy of its own yet
                 out.append(replace(rec, cause="", remedy=""))
@@ -702,7 +708,13 @@ class Diagnosis:
             current[key], since[key] = self.hysteresis.update(key, verdict, now)
         self.hysteresis.forget(raw)
 
-        recs, attached = reconcile(recommendations, current, measured)
+        # A frontend without a cause of its own is explained by what is behind it: the pool in P/D,
+        # else the busiest engine with a cause.
+        behind = [m for m in engines if current.get(m.target) is not None]
+        owner = POOL if disaggregated else (
+            max(behind, key=lambda m: m.running_mean or 0.0).target if behind else None)
+        attach_to = {f.target: owner for f in frontends if owner is not None}
+        recs, attached = reconcile(recommendations, current, measured, attach_to)
         out_signals: list[Signal] = []
         for key, verdict in current.items():
             m = measured[key]

@@ -53,7 +53,7 @@ class VerdictLog:
         findings = {f for f in str(rec.evidence.get("findings", "")).split(",") if f}
         if episode is not None and episode.cause == rec.cause and now - episode.end <= self.gap_seconds:
             episode.end = now
-            if rec.confidence >= episode.peak_confidence:
+            if rec.confidence > episode.peak_confidence:  # the first tick at the peak: the state it rests on
                 episode.peak_confidence, episode.effect = rec.confidence, effect or episode.effect
             episode.findings |= findings
             return
