@@ -77,9 +77,11 @@ def _dynamo(specs: Sequence[SignalSpec]) -> list[str]:
         "router's `dynamo_component_router_*`) and its workers (`dynamo_component_*` and, on the mocker "
         "and vLLM workers, `vllm:*`). Worker ids are decimal on the frontend and hex on the workers; "
         "phaselens joins them (log events `dynamo_worker_unjoined`, `dynamo_worker_unknown_to_frontend`, "
-        "`dynamo_worker_id_missing`, `dynamo_frontend_no_workers`, `dynamo_worker_gone`). Not available in "
-        "1.6.1 at all: a routing share per worker (the router's counters carry the router's own id, not the "
-        "chosen worker's), KV-transfer times, `kvstats` gauges (KV load travels on the event plane).",
+        "`dynamo_worker_id_missing`, `dynamo_frontend_no_workers`, `dynamo_worker_gone`). The routing share "
+        "per worker is not in the router's metrics (its counters carry the router's own id, one series for "
+        "all workers; checked with two workers): it is each worker target's "
+        "`phaselens_request_rate_per_second` over their sum. Not available in 1.6.1 at all: KV-transfer "
+        "times, `kvstats` gauges (KV load travels on the event plane).",
         "",
         "| Signal | From Dynamo 1.6.1 |",
         "|---|---|",

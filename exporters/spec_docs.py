@@ -299,8 +299,8 @@ DYNAMO_COVERAGE: dict[str, str] = {
     "phaselens_prefill_queue_depth": "frontend: requests in the preprocess/route/dispatch stages (includes "
     "requests being routed, not only queued); workers: the mocker's vllm:num_requests_waiting. A P/D "
     "prefill worker exports no queue at all.",
-    "phaselens_prefill_backlog_seconds": "cannot on the mocker: no prompt-token counter (V_P unknown); "
-    "a frontend has no prefill throughput either.",
+    "phaselens_prefill_backlog_seconds": "0 when nothing waits; absent while requests wait: neither the "
+    "mocker nor the frontend exports a prompt-token counter, so the prefill rate V_P is unknown.",
     "phaselens_decode_kv_utilization_ratio": "workers: vllm:kv_cache_usage_perc (aggregated and P/D "
     "decode workers); a P/D prefill worker has none; the frontend only has per-worker active decode blocks "
     "(used by the pool analysis, not exported per target).",
@@ -340,11 +340,14 @@ DYNAMO_COVERAGE: dict[str, str] = {
     "phaselens_disaggregation_score": "P/D pool: interference_avoided, prefill_heavy and "
     "kv_capacity_pressure; kv_transfer_ttft_share cannot be measured (no transfer time).",
     "phaselens_disaggregation_component_ratio": "as phaselens_disaggregation_score.",
-    "phaselens_utilization_ratio": "workers (running, waiting, service time); frontend: arrivals from "
-    "dynamo_frontend_requests_started_total (counted as they arrive), running = inflight - queued.",
-    "phaselens_predicted_queue_wait_seconds": "as phaselens_utilization_ratio.",
-    "phaselens_slo_breach_probability": "as phaselens_utilization_ratio.",
-    "phaselens_prediction_calibration_error": "as phaselens_utilization_ratio.",
+    "phaselens_utilization_ratio": "not seen in the e2e runs: no GPU reading and no effective concurrency "
+    "the model accepts from the mocker's gauges.",
+    "phaselens_predicted_queue_wait_seconds": "workers (running, waiting, TTFT, e2e); frontend: arrivals from "
+    "dynamo_frontend_requests_started_total (counted as they arrive), running = inflight - queued "
+    "(stage gauges), the user's TTFT and duration.",
+    "phaselens_slo_breach_probability": "as phaselens_predicted_queue_wait_seconds.",
+    "phaselens_prediction_calibration_error": "as phaselens_predicted_queue_wait_seconds, once predictions "
+    "have outcomes.",
     "phaselens_diagnosis": "workers: KV_CAPACITY, BATCH_SEAT_LIMIT (cap from the frontend's model card "
     "max_num_seqs), PREFILL_COMPUTE (queue with free seats and KV: no prefill histogram), DECODE_COMPUTE; "
     "P/D pool: KV_TRANSFER from the frontend's TTFT minus both workers' (labelled runs in docs/diagnosis.md).",

@@ -297,3 +297,16 @@ def test_a_worker_without_its_id_is_reported(pd: Texts, caplog: pytest.LogCaptur
     with caplog.at_level(logging.WARNING, logger="phaselens"):
         DynamoStage(SETTINGS)(0.0, pd_windows(pd, decode=no_uptime))
     assert "dynamo_worker_id_missing" in {r.__dict__.get("event") for r in caplog.records}
+
+
+def test_workers_with_vllm_phase_histograms_are_left_to_the_generic_pool_analyzer(pd: Texts) -> None:
+    # A real vLLM behind Dynamo exports its own prefill/decode times: analyzers.pool reads those.
+    vllm_times = (
+        "# TYPE vllm:request_prefill_time_seconds histogram\n"
+        'vllm:request_prefill_time_seconds_bucket{engine="0",model_name="tiny",le="+Inf"} 1\n'
+        'vllm:request_prefill_time_seconds_sum{engine="0",model_name="tiny"} 0.1\n'
+        'vllm:request_prefill_time_seconds_count{engine="0",model_name="tiny"} 1\n'
+    )
+    found = analyze_dynamo(pd_windows(pd, decode=lambda t: t + vllm_times), SETTINGS)
+    assert found.signals == [] and found.issues == []
+    assert set(found.joined.values()) == {"prefill", "decode"}
