@@ -391,8 +391,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="ground-truth JSON-lines file (appended)")
     ap.add_argument("--phases", required=True, nargs="+", type=Phase.parse)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-token-ids", action="store_true",
+                    help="do not ask for return_token_ids (Dynamo's frontend rejects it with HTTP 400)")
     args = ap.parse_args(argv)
-    recs = asyncio.run(run_phases(args.url.rstrip("/"), args.phases, args.out, args.seed, args.prefill_url))
+    recs = asyncio.run(run_phases(args.url.rstrip("/"), args.phases, args.out, args.seed, args.prefill_url,
+                                  token_ids=not args.no_token_ids))
     errors = sum(1 for r in recs if r.outcome != "ok")
     print(f"loadgen: {len(recs)} requests, {errors} errors -> {args.out}")
     return 0

@@ -87,6 +87,7 @@ SIGNAL_INPUTS: Final[dict[str, Needs | str]] = {
     "phaselens_gpu_power_watts": _HOST,
     "phaselens_gpu_temperature_celsius": _HOST,
     "phaselens_gpu_health_ratio": _HOST,
+    "phaselens_diagnosis": "derived from the other signals (docs/diagnosis.md), any engine",
     "phaselens_target_up": _SELF,
     "phaselens_scrape_duration_seconds": _SELF,
     "phaselens_parse_errors_total": _SELF,

@@ -269,6 +269,15 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
         "source": "Guo et al. 2017 (ECE)",
         "limits": "Needs labelled predictions; absent until enough are resolved.",
     },
+    # diagnosis (analyzers/diagnosis.py)
+    "phaselens_diagnosis": {
+        "formula": "1 for the cause the diagnosis holds now (first rule that holds, in the order of the "
+                   "taxonomy, entered after diagnosis_enter_ticks ticks and left after diagnosis_exit_ticks), "
+                   "0 for the other six; every series 0 when nothing binds",
+        "source": "phaselens diagnosis rules, see docs/diagnosis.md",
+        "limits": "Seven fixed label values (KV_TRANSFER, KV_CAPACITY, BATCH_SEAT_LIMIT, PREFILL_COMPUTE, "
+                  "DECODE_COMPUTE, FRONTEND_OVERHEAD, DEMAND_ABOVE_CAPACITY); lags a change by the hysteresis.",
+    },
     # gpu
     "phaselens_gpu_utilization_ratio": {
         "formula": "NVML utilization.gpu / 100",
@@ -381,6 +390,9 @@ DYNAMO_COVERAGE: dict[str, str] = {
     "phaselens_slo_breach_probability": "as phaselens_predicted_queue_wait_seconds.",
     "phaselens_prediction_calibration_error": "as phaselens_predicted_queue_wait_seconds, once predictions "
     "have outcomes.",
+    "phaselens_diagnosis": "workers: KV_CAPACITY, BATCH_SEAT_LIMIT (cap from the frontend's model card "
+    "max_num_seqs), PREFILL_COMPUTE (queue with free seats and KV: no prefill histogram), DECODE_COMPUTE; "
+    "P/D pool: KV_TRANSFER from the frontend's TTFT minus both workers' (labelled runs in docs/diagnosis.md).",
     "phaselens_gpu_utilization_ratio": "NVML, not Dynamo.",
     "phaselens_gpu_memory_used_ratio": "NVML, not Dynamo.",
     "phaselens_gpu_power_watts": "NVML, not Dynamo.",

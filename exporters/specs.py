@@ -244,6 +244,14 @@ SPECS: tuple[SignalSpec, ...] = (
         "Rolling expected calibration error of the SLO-breach probability.",
         "queue",
     ),
+    # diagnosis
+    _spec(
+        "phaselens_diagnosis",
+        "1",
+        "1 for the current primary cause of the target or pool, 0 for every other cause (docs/diagnosis.md).",
+        "diagnosis",
+        ("cause",),
+    ),
     # gpu (NVML; absent when no driver)
     _spec(
         "phaselens_gpu_utilization_ratio",

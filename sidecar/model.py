@@ -170,6 +170,10 @@ class Recommendation:
     confidence: float
     target: str = ""
     role: str = ""
+    cause: str = ""
+    """The primary cause of its target or pool now (analyzers/diagnosis.py CAUSES), "" when none."""
+    remedy: str = ""
+    """A stable remedy code (analyzers/diagnosis.py REMEDIES), "" when none applies yet."""
 
     @property
     def action(self) -> Literal["act", "recommend", "escalate"]:

@@ -17,8 +17,6 @@ its analyzer signals and recommendations are withheld, so stale data is never sh
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.util
 import logging
 import math
 import time
@@ -57,6 +55,9 @@ SuspectCheck = Callable[[TargetWindow, Target, Settings], Sequence[Suspect]]
 """Window-level plausibility checks of one target (pure), run for every fresh target each tick."""
 RecommendationGate = Callable[[list[Recommendation]], list[Recommendation]]
 """Applied to every recommendation of a tick (calibration gating) before it is published."""
+DiagnoseStage = Callable[[float, FreshWindows, Sequence[Signal], Sequence[Recommendation]], Findings]
+"""The last stage (analyzers/diagnosis.py): one cause per target and pool, the tick's gated
+recommendations reconciled with it; returns the diagnosis signals and the recommendations to publish."""
 
 _log = get_logger("pipeline")
 _MAX_PENDING = 16
@@ -71,27 +72,25 @@ def parse_payload(payload: bytes, content_type: str | None, time_: float, engine
     return to_snapshot(exposition, time_, engine)
 
 
-def _optional(module: str, attribute: str) -> Callable[..., Findings] | None:
-    """An analyzer entry point if its module exists (other parts of the project may not be there yet)."""
-    if importlib.util.find_spec(module) is None:
-        return None
-    found = getattr(importlib.import_module(module), attribute, None)
-    return found if callable(found) else None
-
-
 def default_target_analyzers() -> list[tuple[str, TargetAnalyzer]]:
-    found = _optional("phaselens.analyzers.target", "analyze_target")
-    return [("target", found)] if found else []
+    """The per-target analyzers, in order (the one place they are wired)."""
+    from phaselens.analyzers.target import analyze_target
+
+    return [("target", analyze_target)]
 
 
 def default_pool_analyzers() -> list[tuple[str, PoolAnalyzer]]:
-    found = _optional("phaselens.analyzers.pool", "analyze_pool")
-    return [("pool", found)] if found else []
+    """The cross-target analyzers, in order (the one place they are wired)."""
+    from phaselens.analyzers.pool import analyze_pool
+
+    return [("pool", analyze_pool)]
 
 
 def default_suspect_checks() -> list[tuple[str, SuspectCheck]]:
-    found = _optional("phaselens.analyzers.kv_pressure", "window_suspects")
-    return [("kv_pressure", cast(SuspectCheck, found))] if found else []
+    """The window-level engine semantic checks (logged once as `engine_metric_suspect`)."""
+    from phaselens.analyzers.kv_pressure import window_suspects
+
+    return [("kv_pressure", window_suspects)]
 
 
 @dataclass(slots=True)
@@ -118,6 +117,7 @@ class Pipeline:
         extra_stages: Sequence[tuple[str, ExtraStage]] = (),
         suspect_checks: Sequence[tuple[str, SuspectCheck]] | None = None,
         gate: RecommendationGate | None = None,
+        diagnose: DiagnoseStage | None = None,
         cpu_time: Callable[[], float] = time.process_time,
         targets: Iterable[Target] | None = None,
     ) -> None:
@@ -130,6 +130,7 @@ class Pipeline:
         self._suspect_checks = list(default_suspect_checks() if suspect_checks is None else suspect_checks)
         self._warnings_seen: dict[tuple[str, str, str], float] = {}
         self._gate = gate
+        self._diagnose = diagnose
         self.closers: list[Callable[[], None]] = []
         self._cpu_time = cpu_time
         self.states: dict[str, TargetState] = {}
@@ -252,6 +253,13 @@ class Pipeline:
             gated = self._call("gate", "gate", lambda: ((), gate(recommendations)))
             # A failing gate must not let ungated advice through as `act`: publish none this tick.
             recommendations = list(gated[1])
+        if self._diagnose is not None:
+            diagnose = self._diagnose
+            found = self._call("diagnose", "diagnosis",
+                               functools.partial(diagnose, now, fresh, tuple(signals), tuple(recommendations)))
+            signals.extend(found[0])
+            # A failing diagnosis must not let unreconciled advice through: publish none this tick.
+            recommendations = list(found[1])
         exported = self._publishable(signals)
         exported.append(Signal("phaselens_tick_duration_seconds", (), max(0.0, self._cpu_time() - cpu_start)))
         result = TickResult(now, tuple(exported), tuple(recommendations), tuple(warnings))

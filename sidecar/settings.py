@@ -36,6 +36,17 @@ class Thresholds:
     disaggregation_score_low: float = 0.3
     min_requests_for_confidence: float = 10.0
     prefix_reuse_min_prefill_load: float = 0.25
+    # analyzers/diagnosis.py (documented in docs/diagnosis.md)
+    diagnosis_recent_seconds: float = 10.0
+    diagnosis_enter_ticks: float = 3.0
+    diagnosis_exit_ticks: float = 5.0
+    diagnosis_waiting_share: float = 0.5
+    diagnosis_pinned_share: float = 0.7
+    diagnosis_plateau_share: float = 0.8
+    diagnosis_plateau_min_samples: float = 10.0
+    diagnosis_prefill_share: float = 0.5
+    diagnosis_transfer_share: float = 0.5
+    diagnosis_frontend_gap_share: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)

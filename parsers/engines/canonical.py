@@ -109,6 +109,7 @@ NIXL_BYTES: Final = "nixl_bytes"
 NIXL_DESCRIPTORS: Final = "nixl_descriptors"
 KV_TRANSFER_SECONDS: Final = "kv_transfer_seconds"  # per request (SGLang ms and TensorRT-LLM s)
 KV_TRANSFER_BYTES: Final = "kv_transfer_bytes"  # per request (SGLang MiB, TensorRT-LLM bytes)
+WORKER_FIRST_RESPONSE_SECONDS: Final = "worker_first_response_seconds"  # Dynamo work handler: in -> first response
 
 # --- info keys (EngineSnapshot.info[engine]): from vllm:cache_config_info / Dynamo frontend gauges
 INFO_BLOCK_SIZE: Final = "block_size"
@@ -116,5 +117,5 @@ INFO_NUM_GPU_BLOCKS: Final = "num_gpu_blocks"
 INFO_KV_CACHE_SIZE_TOKENS: Final = "kv_cache_size_tokens"
 INFO_ENABLE_PREFIX_CACHING: Final = "enable_prefix_caching"  # "True"/"False"
 INFO_KV_CACHE_METRICS_SAMPLE: Final = "kv_cache_metrics_sample"  # when known
-INFO_MAX_NUM_SEQS: Final = "max_num_seqs"  # Dynamo frontend model card
+INFO_MAX_NUM_SEQS: Final = "max_num_seqs"  # Dynamo frontend model card / a cache_config_info label
 INFO_DYNAMO_WORKER_ID: Final = "dynamo_worker_id"  # a Dynamo process's own id, in decimal

@@ -128,6 +128,11 @@ DYNAMO_RULES: Final[tuple[tuple[str, Rule], ...]] = (
         "dynamo_component_inflight_requests",
         _gauge(c.INFLIGHT_REQUESTS, COMPONENT_OLD, only=("dynamo_endpoint", frozenset({"generate"}))),
     ),
+    # worker: the work handler's time to its first response (on a P/D prefill worker: the prefill)
+    (
+        "dynamo_work_handler_time_to_first_response_seconds",
+        Rule(c.WORKER_FIRST_RESPONSE_SECONDS, "histogram", "dynamo", COMPONENT_OLD),
+    ),
     (
         "dynamo_component_requests",
         Rule(c.REQUESTS_TOTAL, "counter", "dynamo", COMPONENT_OLD, only=("dynamo_endpoint", frozenset({"generate"}))),
