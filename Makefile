@@ -5,22 +5,27 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench e2e demo-live clean system-deps
+.PHONY: setup demo test lint bench soak e2e demo-live clean system-deps docker-smoke
 
+# Set-up prints two lines; pip's own output goes to $(SETUP_LOG), shown only when it fails.
+SETUP_LOG := $(VENV)/setup.log
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,report]'
-	touch $(STAMP)
+	@echo "setup: creating $(VENV) and installing phaselens with its dev and report extras (about a minute; pip log: $(SETUP_LOG))"
+	@$(PYTHON) -m venv $(VENV) || { echo "setup: '$(PYTHON) -m venv' failed; on Debian/Ubuntu install python3-venv" >&2; exit 1; }
+	@{ $(PY) -m pip install -q --disable-pip-version-check --upgrade pip \
+	   && $(PY) -m pip install -q --disable-pip-version-check -e '.[dev,report]'; } > $(SETUP_LOG) 2>&1 \
+	 || { tail -n 30 $(SETUP_LOG) >&2; echo "setup: pip install failed (last lines above; full log $(SETUP_LOG))" >&2; exit 1; }
+	@touch $(STAMP)
+	@echo "setup: done"
 
 setup: $(STAMP)
 
 # Debian packages the integration tests use (real Prometheus + promtool, headless Chromium).
 system-deps:
-	bash scripts/system-deps.sh
+	@bash scripts/system-deps.sh
 
 demo: $(STAMP)
-	$(VENV)/bin/phaselens demo --once
+	@$(VENV)/bin/phaselens demo --once
 
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
@@ -33,10 +38,18 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy sidecar parsers analyzers exporters
 
 bench: $(STAMP)
-	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	for f in benchmarks/bench_*.py; do [ $$f = benchmarks/bench_soak.py ] && continue; echo "== $$f"; $(PY) $$f || exit 1; done
 
-e2e: $(STAMP)
+# 30 minutes of `phaselens run` at 0.25 s against the recorded engine: RSS growth per hour
+soak: $(STAMP)
+	nice $(PY) benchmarks/bench_soak.py --minutes 30
+
+e2e: $(STAMP) system-deps
 	bash e2e/run.sh
+
+# Builds the Dockerfile with podman on a debootstrap base and runs the image (root, Debian; ~2 min cold).
+docker-smoke:
+	bash scripts/docker-smoke.sh
 
 demo-live: $(STAMP)
 	bash e2e/demo_live.sh

@@ -13,7 +13,10 @@ import itertools
 import json
 import math
 import os
+import re
+import shutil
 import struct
+import subprocess
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,7 +35,7 @@ from groundtruth import (
     load_scrapes,
     signals_to_scrapes,
 )
-from phaselens.exporters.specs import SPECS
+from phaselens.exporters.specs import SPECS, percentile_label
 from phaselens.settings import Thresholds
 
 # Client-side stamps trail the engine's by HTTP, detokenization and event-loop delays; on two
@@ -227,6 +230,65 @@ def check_exported(rep: Report, sidecar: list[Scrape], pd: bool) -> None:
     )
 
 
+_LABEL_NAME = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="')
+
+
+def lint_shape(body: str) -> frozenset[str]:
+    """What `promtool check metrics` judges in a text exposition: metadata lines and, per sample,
+    its name with its label names. Values and label values do not change its verdict."""
+    keys = set()
+    for line in body.splitlines():
+        if not line or line.startswith("#"):
+            keys.add(line)
+            continue
+        name, brace, rest = line.partition("{")
+        if brace:
+            labels = rest.rsplit("}", 1)[0]
+            keys.add(name + "{" + ",".join(sorted(set(_LABEL_NAME.findall(labels)))) + "}")
+        else:
+            keys.add(line.split()[0])
+    return frozenset(keys)
+
+
+def promtool_findings(promtool: str, body: bytes) -> str:
+    """Everything `promtool check metrics` says about a text exposition; empty when it passes."""
+    proc = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60)
+    said = (proc.stdout + proc.stderr).decode(errors="replace").strip()
+    return said or (f"promtool exited with {proc.returncode}" if proc.returncode else "")
+
+
+def check_promtool(rep: Report, folder: Path, promtool: str | None = None) -> None:
+    """The sidecar's /metrics as the recorder fetched it from the live sidecar (text format) must
+    pass `promtool check metrics` with no finding, as an operator's CI would lint it. One body per
+    distinct lint_shape is linted. Without promtool this fails: the check is part of the run."""
+    name = "sidecar /metrics passes promtool check metrics"
+    promtool = promtool or shutil.which("promtool")
+    if promtool is None:
+        rep.check(name, False, "promtool not found: install Debian's prometheus package (make system-deps)")
+        return
+    files = sorted(folder.glob("*.prom"))
+    seen: set[frozenset[str]] = set()
+    findings: list[str] = []
+    for path in files:
+        text = path.read_text()
+        body = "".join(x for x in text.splitlines(keepends=True) if not x.startswith("# scrape_time "))
+        shape = lint_shape(body)
+        if shape in seen:
+            continue
+        seen.add(shape)
+        said = promtool_findings(promtool, body.encode())
+        if said:
+            lines = said.splitlines()
+            findings.append(f"{path.name}: {lines[0]}" + (f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""))
+    rep.figures["promtool_bodies_linted"] = len(seen)
+    rep.check(
+        name,
+        bool(files) and not findings,
+        f"{len(seen)} distinct bodies of {len(files)} recorded linted; "
+        + (f"{len(findings)} with findings, first: {findings[0]}" if findings else "no finding"),
+    )
+
+
 def longest_scrape(
     exposed: list[Scrape], role: str, default: float, t0: float = -math.inf, t1: float = math.inf
 ) -> float:
@@ -373,7 +435,7 @@ def check_ttft_quantiles(
     fails: list[str] = []
     for s in sidecar:
         for labels, value in s.values("phaselens_ttft_seconds"):
-            q = float(labels["quantile"])
+            q = float(labels["percentile"]) / 100
             b = ttft_quantile_bounds(requests, s.t, window, interval, q)
             if b is None or b.sure < 20:
                 continue
@@ -531,8 +593,8 @@ def phase_table(
         tpots = [r.tpot for r in requests if r.tpot is not None and t - window < r.end <= t]
         n_phase = sum(1 for r in requests if r.phase == p.name)
 
-        def sq(q: str, s: Scrape | None = s) -> float | None:
-            return None if s is None else s.value("phaselens_ttft_seconds", quantile=q)
+        def sq(q: float, s: Scrape | None = s) -> float | None:
+            return None if s is None else s.value("phaselens_ttft_seconds", percentile=percentile_label(q))
 
         def cq(q: float, ttfts: list[float] = ttfts) -> float | None:
             return empirical_quantile(ttfts, q) if ttfts else None
@@ -542,13 +604,13 @@ def phase_table(
         q_eng = _phase_max(engine, p, "vllm:num_requests_waiting")
         lo = s.value("phaselens_goodput_requests_per_second", bound="lower") if s else None
         up = s.value("phaselens_goodput_requests_per_second", bound="upper") if s else None
-        itl50 = s.value("phaselens_itl_seconds", quantile="0.5") if s else None
+        itl50 = s.value("phaselens_itl_seconds", percentile="50") if s else None
         hit = s.value("phaselens_kv_prefix_cache_hit_ratio") if s else None
         rows.append(
             f"| {p.name} | {n_phase} | {_fmt(g.point)} ({_fmt(g.low)}-{_fmt(g.high)}) "
             f"| [{_fmt(lo)}, {_fmt(up)}] "
-            f"| {_fmt(cq(0.5))} / {_fmt(sq('0.5'))} | {_fmt(cq(0.9))} / {_fmt(sq('0.9'))} "
-            f"| {_fmt(cq(0.99))} / {_fmt(sq('0.99'))} "
+            f"| {_fmt(cq(0.5))} / {_fmt(sq(0.5))} | {_fmt(cq(0.9))} / {_fmt(sq(0.9))} "
+            f"| {_fmt(cq(0.99))} / {_fmt(sq(0.99))} "
             f"| {_fmt(empirical_quantile(tpots, 0.5) if tpots else None, 4)} / {_fmt(itl50, 4)} "
             f"| {_fmt(hit, 2)} | {_fmt(kv_max, 2)} | {_fmt(q_eng, 0)} / {_fmt(q_side, 0)} |"
         )
@@ -560,7 +622,7 @@ def phase_table(
                 "client_goodput_range": [g.low, g.high],
                 "sidecar_goodput": [lo, up],
                 "ttft_client": {q: cq(q) for q in (0.5, 0.9, 0.99)},
-                "ttft_sidecar": {q: sq(q) for q in ("0.5", "0.9", "0.99")},
+                "ttft_sidecar": {q: sq(q) for q in (0.5, 0.9, 0.99)},
             }
         )
     rep.tables.append("\n".join(rows))
@@ -727,7 +789,7 @@ def check_nixl_sources(
     p50_fail = ""
     p50_by_source: dict[str, list[float]] = {}
     for s in ticks:
-        by = {lab.get("source", "?"): v for lab, v in s.values("phaselens_nixl_transfer_seconds", quantile="0.5")}
+        by = {lab.get("source", "?"): v for lab, v in s.values("phaselens_nixl_transfer_seconds", percentile="50")}
         for k, v in by.items():
             p50_by_source.setdefault(k, []).append(v)
         if "vllm_metrics" in by and "telemetry_ring" in by:
@@ -883,7 +945,7 @@ def pd_phase_table(
         lo = sv("phaselens_goodput_requests_per_second", "decode", bound="lower")
         up = sv("phaselens_goodput_requests_per_second", "decode", bound="upper")
         side = {
-            (role, q): sv("phaselens_ttft_seconds", role, quantile=q)
+            (role, q): sv("phaselens_ttft_seconds", role, percentile=percentile_label(float(q)))
             for role in ("prefill", "decode")
             for q in ("0.5", "0.9")
         }
@@ -930,6 +992,7 @@ def check_run(out: Path) -> Report:
         rep.check("sidecar recorded", False, "no sidecar /metrics or /signals samples (sidecar missing?)")
         return rep
     check_exported(rep, exposed, pd)
+    check_promtool(rep, out / "sidecar")
     if pd:
         check_pd(rep, out, ticks, exposed, engine["decode"], phases, meta)
         pd_phase_table(rep, ticks, requests, phases, meta)

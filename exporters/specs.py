@@ -13,6 +13,18 @@ from phaselens.exporters.spec_docs import SIGNAL_DOCS
 
 BASE_LABELS: tuple[str, ...] = ("target", "role", "model_name", "engine")
 POOL_LABELS: tuple[str, ...] = ("role",)
+# Window quantiles are gauges over a sliding window, not summaries (whose `_sum` and `_count` are
+# cumulative), so they must not use the summary-reserved `quantile` label: `promtool check metrics`
+# rejects it. They carry `percentile` instead, in percent: "50", "90", "95", "99".
+PERCENTILE_LABEL = "percentile"
+
+
+def percentile_label(q: float) -> str:
+    """The `percentile` label value of quantile q: 0.5 -> "50", 0.99 -> "99", 0.999 -> "99.9"."""
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"quantile {q!r} is outside (0, 1)")
+    # Rounding removes binary noise (0.57 * 100 = 56.99999999999999); :g drops a trailing ".0".
+    return f"{round(q * 100, 6):g}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +85,14 @@ SPECS: tuple[SignalSpec, ...] = (
         "Fraction of the KV-cache block pool held by running requests (0-1).",
         "autoscaling",
     ),
+    _spec(
+        "phaselens_decode_kv_pressure_ratio",
+        "1",
+        "Decode KV pressure (0-1): the KV utilization, unless a host/offload tier keeps it pinned "
+        "without preemptions; then the KV held by running requests or the preemption/KV-wait evidence.",
+        "autoscaling",
+        ("basis",),
+    ),
     # phases
     _spec(
         "phaselens_phase_prefill_time_share_ratio",
@@ -118,15 +138,33 @@ SPECS: tuple[SignalSpec, ...] = (
         "phaselens_kv_headroom_tokens", "{token}", "KV-cache capacity not held by running requests, in tokens.", "kv"
     ),
     # latency and goodput
-    _spec("phaselens_ttft_seconds", "s", "Time to first token quantile over the window.", "latency", ("quantile",)),
-    _spec("phaselens_itl_seconds", "s", "Inter-token latency quantile over the window.", "latency", ("quantile",)),
-    _spec("phaselens_queue_wait_seconds", "s", "Engine queue wait quantile over the window.", "latency", ("quantile",)),
+    _spec(
+        "phaselens_ttft_seconds",
+        "s",
+        "Time to first token percentile over the window (label percentile, in percent).",
+        "latency",
+        (PERCENTILE_LABEL,),
+    ),
+    _spec(
+        "phaselens_itl_seconds",
+        "s",
+        "Inter-token latency percentile over the window (label percentile, in percent).",
+        "latency",
+        (PERCENTILE_LABEL,),
+    ),
+    _spec(
+        "phaselens_queue_wait_seconds",
+        "s",
+        "Engine queue wait percentile over the window (label percentile, in percent).",
+        "latency",
+        (PERCENTILE_LABEL,),
+    ),
     _spec(
         "phaselens_e2e_latency_seconds",
         "s",
-        "End-to-end request latency quantile over the window.",
+        "End-to-end request latency percentile over the window (label percentile, in percent).",
         "latency",
-        ("quantile",),
+        (PERCENTILE_LABEL,),
     ),
     _spec(
         "phaselens_slo_attainment_ratio",
@@ -149,9 +187,9 @@ SPECS: tuple[SignalSpec, ...] = (
     _spec(
         "phaselens_nixl_transfer_seconds",
         "s",
-        "NIXL KV-transfer time quantile over the window.",
+        "NIXL KV-transfer time percentile over the window (label percentile, in percent).",
         "nixl",
-        ("quantile", "source"),
+        (PERCENTILE_LABEL, "source"),
     ),
     _spec(
         "phaselens_nixl_transfer_bytes_per_second",
@@ -205,6 +243,14 @@ SPECS: tuple[SignalSpec, ...] = (
         "1",
         "Rolling expected calibration error of the SLO-breach probability.",
         "queue",
+    ),
+    # diagnosis
+    _spec(
+        "phaselens_diagnosis",
+        "1",
+        "1 for the current primary cause of the target or pool, 0 for every other cause (docs/diagnosis.md).",
+        "diagnosis",
+        ("cause",),
     ),
     # gpu (NVML; absent when no driver)
     _spec(

@@ -1,6 +1,6 @@
 """Decode NIXL telemetry ring files (the BUFFER exporter's `$NIXL_TELEMETRY_DIR/<agent>` files).
 
-Pure: bytes (or a memoryview / mmap) in, numpy columns and frozen values out. The file I/O, the
+Pure: bytes (or a memoryview, or event slots already read) in, numpy columns and frozen values out. The file I/O, the
 consumer cursor and the clock live in `phaselens.sources.nixl_dir`.
 
 Layout (NIXL `cyclic_buffer.h`, identical from 0.7.0 to 1.5.1, checked on real 1.5.1 rings):
@@ -152,10 +152,14 @@ class RingHeader:
         return ((self.write_pos + 1) & self.mask) == self.read_pos
 
 
-def parse_header(buf: bytes | bytearray | memoryview, path: str = "") -> RingHeader:
-    """Validate and decode the header; raises RingFormatError when the numbers do not add up."""
-    size = len(buf)
-    if size < HEADER_SIZE:
+def parse_header(buf: bytes | bytearray | memoryview, path: str = "", file_size: int | None = None) -> RingHeader:
+    """Validate and decode the header; raises RingFormatError when the numbers do not add up.
+
+    `buf` is the ring image, or only its first HEADER_SIZE bytes with the file's size in `file_size`.
+    """
+    size = len(buf) if file_size is None else file_size
+    if len(buf) < HEADER_SIZE or size < HEADER_SIZE:
+        size = min(size, len(buf))
         raise RingFormatError(f"truncated: {size} bytes, a ring header needs {HEADER_SIZE}", path)
     raw = np.frombuffer(buf, dtype=HEADER_DTYPE, count=1).copy()[0]
     header = RingHeader(
@@ -259,6 +263,24 @@ def _records_to_events(records: np.ndarray, version: int) -> RawEvents:
     return RawEvents(types, records["value"].copy())
 
 
+def slot_spans(header: RingHeader, start: int, count: int) -> list[tuple[int, int]]:
+    """The (first slot, slots) runs holding `count` events from slot `start` on: one, or two on a wrap."""
+    if count <= 0:
+        return []
+    if count > header.capacity:
+        raise ValueError(f"cannot read {count} events from a ring of {header.capacity}")
+    start &= header.mask
+    first = min(count, header.capacity - start)
+    return [(start, first)] + ([(0, count - first)] if count > first else [])
+
+
+def events_from_records(records: np.ndarray, version: int) -> RawEvents:
+    """Events from event slots already copied out of the ring (a structured array of EVENT_DTYPES)."""
+    if records.shape[0] == 0:
+        return RawEvents.empty(version == 1)
+    return _records_to_events(records, version)
+
+
 def ring_records(buf: bytes | bytearray | memoryview, header: RingHeader) -> np.ndarray:
     """All `capacity` event slots as a structured array viewing `buf` (no copy)."""
     return np.frombuffer(buf, dtype=EVENT_DTYPES[header.version], count=header.capacity, offset=HEADER_SIZE)
@@ -266,16 +288,12 @@ def ring_records(buf: bytes | bytearray | memoryview, header: RingHeader) -> np.
 
 def read_events(buf: bytes | bytearray | memoryview, header: RingHeader, start: int, count: int) -> RawEvents:
     """`count` events from slot `start` on, following the wrap-around; vectorised (two slices)."""
-    if count <= 0:
+    spans = slot_spans(header, start, count)
+    if not spans:
         return RawEvents.empty(header.version == 1)
-    if count > header.capacity:
-        raise ValueError(f"cannot read {count} events from a ring of {header.capacity}")
     records = ring_records(buf, header)
-    start &= header.mask
-    first = records[start : start + count]
-    if first.shape[0] < count:
-        first = np.concatenate((first, records[: count - first.shape[0]]))
-    return _records_to_events(first, header.version)
+    parts = [records[slot : slot + n] for slot, n in spans]
+    return _records_to_events(parts[0] if len(parts) == 1 else np.concatenate(parts), header.version)
 
 
 # --------------------------------------------------------------------------- grouping into transfers

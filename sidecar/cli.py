@@ -2,8 +2,8 @@
 
 To add a subcommand, write `_configure_<name>(parser)` and `_run_<name>(args) -> int` and add a
 `Command` row; a subcommand with its own argument parser (`nixl-telemetry`) is a `DELEGATES` row
-pointing at its `main(argv) -> int`. Exit codes: 0 ok, 1 failed check / runtime failure, 2 bad
-usage or bad input (with a one-line message on stderr, never a traceback).
+naming its module, which has `build_parser()` and `main(argv) -> int`. Exit codes: 0 ok, 1 failed
+check / runtime failure, 2 bad usage or bad input (with a one-line message on stderr, never a traceback).
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from phaselens.config import add_options, load_settings, require_targets, settin
 from phaselens.exporters.recommendations import RecommendationSink, recommendation_fields
 from phaselens.logs import get_logger, log_event, setup_logging
 from phaselens.model import TickResult
+from phaselens.redact import redact
 from phaselens.settings import ConfigError, Settings
 from phaselens.sources.recording import RecordingError, load_all, merge_by_time
+from phaselens.verdict import VerdictLog, human_line
 
 _log = get_logger("cli")
 REPLAY_OPTIONS = (
@@ -89,7 +91,7 @@ def _run_run(args: argparse.Namespace) -> int:
         settings = _settings(args)
         require_targets(settings)
     except ConfigError as exc:
-        print(f"phaselens: invalid configuration: {exc}", file=sys.stderr)
+        print(redact(f"phaselens: invalid configuration: {exc}"), file=sys.stderr)
         return 1 if args.check_config else 2
     if args.check_config:
         print(json.dumps({"config": "ok", "settings": settings_for_log(settings)}, indent=2))
@@ -109,7 +111,9 @@ def _run_run(args: argparse.Namespace) -> int:
 
 def _configure_replay(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="[ROLE=]PATH", help="folder or .tar.gz of NNNN.prom scrapes")
-    parser.add_argument("--jsonl", action="store_true", help="print one JSON object per tick")
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--jsonl", action="store_true", help="print one JSON object per tick")
+    out.add_argument("--json", action="store_true", help="print recommendations as the pod-log JSON lines")
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON settings file")
     add_options(parser, only=REPLAY_OPTIONS)
 
@@ -129,17 +133,31 @@ def _run_replay(args: argparse.Namespace) -> int:
     clock = ManualClock()
     pipeline = build_pipeline(settings, clock, targets=targets, replay=True)
     sink = RecommendationSink(settings.recommendation_min_interval_seconds)
+    verdict = VerdictLog()
+    held: list[str] = []
     ticks = 0
     try:
         for tick in replay_ticks(pipeline, clock, merge_by_time(sources)):
             ticks += 1
             if args.jsonl:
                 sys.stdout.write(tick_json(tick) + "\n")
-            else:
+            elif args.json:
                 sink.emit(tick.recommendations, tick.time)
+            else:
+                verdict.observe(tick)
+                for rec in tick.recommendations:
+                    if sink.admit(rec, tick.time):
+                        sink.sent[rec.code] += 1
+                        held.append(human_line(rec, tick.time - (verdict.start or tick.time)))
     except RecordingError as exc:
         print(f"phaselens replay: {exc}", file=sys.stderr)
         return 2
+    if not args.jsonl and not args.json:
+        # The verdict first, then the details (the same human form as `demo`).
+        span = (verdict.end or 0.0) - (verdict.start or 0.0)
+        sys.stdout.write("\n".join(verdict.lines()) + "\n\nDetails:\n" + "".join(f"{line}\n" for line in held))
+        sys.stdout.write(f"Replayed {ticks} ticks ({span:.0f} s); recommendations: {sum(sink.sent.values())} "
+                         f"({', '.join(sorted(sink.sent)) or 'none'})\n")
     sys.stdout.flush()
     log_event(
         _log,
@@ -177,7 +195,7 @@ def _run_record(args: argparse.Namespace) -> int:
         if args.count is not None and args.count <= 0:
             raise ConfigError("--count must be positive")
     except ConfigError as exc:
-        print(f"phaselens record: {exc}", file=sys.stderr)
+        print(redact(f"phaselens record: {exc}"), file=sys.stderr)
         return 2
     try:
         written = asyncio.run(
@@ -197,7 +215,9 @@ def _run_record(args: argparse.Namespace) -> int:
 def _configure_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--once", action="store_true", help="replay as fast as possible, print, exit")
     parser.add_argument("--listen", default="127.0.0.1:9469", metavar="HOST:PORT", help="where to serve /metrics")
-    parser.add_argument("--speed", type=float, default=10.0, help="replay speed-up when serving (default 10x)")
+    parser.add_argument(
+        "--speed", type=float, default=10.0, metavar="X", help="replay speed-up when serving (default 10x)"
+    )
     parser.add_argument("--json", action="store_true", help="print recommendations as the pod-log JSON lines")
 
 
@@ -219,12 +239,32 @@ COMMANDS: tuple[Command, ...] = (
     Command("record", "record scrapes of a metrics endpoint", _configure_record, _run_record),
     Command("demo", "replay the bundled real capture", _configure_demo, _run_demo),
 )
-DELEGATES: dict[str, tuple[str, str, str]] = {
-    # name: (module, function taking argv and returning an exit code, help)
-    "nixl-telemetry": ("phaselens.nixl_cli", "main", "read NIXL telemetry ring files"),
-    "report": ("phaselens.report.cli", "main", "write an HTML or Markdown report of a recording"),
-    "plan": ("phaselens.plan", "main", "print a three-layer autoscaling plan from a PLAN.yaml"),
+
+
+@dataclass(frozen=True, slots=True)
+class Delegate:
+    """A subcommand with its own parser: `module.build_parser()` and `module.main(argv) -> int`."""
+
+    module: str
+    help: str
+    extra: str | None = None  # the optional dependency group it needs, if any
+    extra_modules: tuple[str, ...] = ()  # top-level modules that group installs
+
+
+DELEGATES: dict[str, Delegate] = {
+    "nixl-telemetry": Delegate("phaselens.nixl_cli", "read NIXL telemetry ring files"),
+    "report": Delegate(
+        "phaselens.report.cli",
+        "write an HTML or Markdown report of a recording",
+        extra="report",
+        extra_modules=("pandas", "matplotlib"),
+    ),
+    "plan": Delegate("phaselens.plan", "print a three-layer autoscaling plan from a PLAN.yaml"),
 }
+
+
+def install_hint(extra: str) -> str:
+    return f"pip install 'phaselens[{extra}]' (from a source checkout: pip install -e '.[{extra}]')"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,22 +273,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.configure(sub.add_parser(command.name, help=command.help, description=command.help))
-    for name, (_, _, text) in DELEGATES.items():
-        sub.add_parser(name, help=text, add_help=False)
+    for name, delegate in DELEGATES.items():
+        sub.add_parser(name, help=delegate.help, add_help=False)
     return parser
+
+
+def _run_delegate(name: str, argv: list[str]) -> int:
+    delegate = DELEGATES[name]
+    try:
+        module = importlib.import_module(delegate.module)
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if delegate.extra is not None and missing in delegate.extra_modules:
+            print(
+                f"phaselens {name}: needs the optional '{delegate.extra}' dependencies ({missing} is not "
+                f"installed): {install_hint(delegate.extra)}",
+                file=sys.stderr,
+            )
+        else:
+            print(f"phaselens {name}: cannot import {exc.name} (a broken install?)", file=sys.stderr)
+        return 2
+    result: int = module.main(argv)
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments and arguments[0] in DELEGATES:
-        module_name, function, _ = DELEGATES[arguments[0]]
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            print(f"phaselens: {arguments[0]} is not available in this build", file=sys.stderr)
-            return 2
-        result: int = getattr(module, function)(arguments[1:])
-        return result
+        return _run_delegate(arguments[0], arguments[1:])
     args = build_parser().parse_args(arguments)
     command = next(c for c in COMMANDS if c.name == args.command)
     try:

@@ -16,14 +16,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from phaselens.model import ROLES, Role, Target
+from phaselens.redact import redact_value
 from phaselens.settings import ConfigError, Settings, Thresholds
+from phaselens.sources.auth_file import AuthFile, AuthFileError
 
 ENV_PREFIX = "PHASELENS_"
 OTEL_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-ENGINES = ("auto", "vllm", "dynamo", "nixl")
+ENGINES = ("auto", "vllm", "dynamo", "nixl", "sglang", "trtllm")
 
 
 # --------------------------------------------------------------------------- converters
@@ -144,7 +146,7 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("--target", "targets", _text, "engine metrics endpoint, [ROLE=]URL (repeatable)", "[ROLE=]URL", True),
-    Option("--engine", "engine", _text, "engine kind of the targets: auto|vllm|dynamo", "KIND"),
+    Option("--engine", "engine", _text, "engine kind of the targets: auto|vllm|dynamo|sglang|trtllm", "KIND"),
     Option("--listen", "listen", _text, "serve /metrics, /healthz, /readyz, /signals here", "HOST:PORT"),
     Option("--interval", "interval_seconds", _float, "scrape interval in seconds (default 1)", "S"),
     Option("--jitter", "jitter_ratio", _float, "random jitter of the interval, as a fraction (default 0.1)", "R"),
@@ -201,10 +203,26 @@ OPTIONS: tuple[Option, ...] = (
     Option("--otlp-interval", "otlp_interval_seconds", _float, "OTLP export interval in seconds", "S"),
     Option("--state-file", "state_file", _text, "where learned state survives restarts", "PATH"),
     Option(
+        "--target-auth-file",
+        "target_auth_file",
+        _text,
+        "file with the targets' credentials: a bearer token, or user:password for basic auth "
+        "(re-read when it changes; never logged)",
+        "PATH",
+    ),
+    Option(
         "--gpu-telemetry",
         "gpu_telemetry",
         _bool,
         "read GPU telemetry through NVML when present",
+        boolean=True,
+    ),
+    Option(
+        "--kv-offload-tier",
+        "kv_offload_tier",
+        _bool,
+        "the engines keep KV in a host/offload tier their metrics may not show (LMCache, "
+        "Dynamo mocker --num-host-blocks): a pinned KV utilization is then not read as pressure",
         boolean=True,
     ),
     Option("--shutdown-timeout", "shutdown_timeout_seconds", _float, "graceful shutdown limit in seconds", "S"),
@@ -218,6 +236,28 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("--max-response-bytes", "max_response_bytes", _int, "reject metrics bodies larger than this", "N"),
     Option("--log-level", "log_level", _text, "debug|info|warning|error", "LEVEL"),
+    Option(
+        "--http-header-timeout",
+        "http_header_timeout_seconds",
+        _float,
+        "close a connection that has not sent a whole request within S seconds (default 10)",
+        "S",
+    ),
+    Option(
+        "--http-keepalive-timeout",
+        "http_keepalive_timeout_seconds",
+        _float,
+        "close a keep-alive connection idle for S seconds after a response (default 75)",
+        "S",
+    ),
+    Option(
+        "--http-max-connections",
+        "http_max_connections",
+        _int,
+        "most HTTP connections held; above it the longest idle are closed (default 1024, "
+        "or the open-file limit less 64)",
+        "N",
+    ),
 )
 OPTIONS_BY_DEST = {option.dest: option for option in OPTIONS}
 _FILE_KEYS = {option.field: option for option in OPTIONS} | OPTIONS_BY_DEST
@@ -367,6 +407,9 @@ def validate(settings: Settings) -> None:
         "--otlp-interval": settings.otlp_interval_seconds,
         "--shutdown-timeout": settings.shutdown_timeout_seconds,
         "--max-response-bytes": float(settings.max_response_bytes),
+        "--http-header-timeout": settings.http_header_timeout_seconds,
+        "--http-keepalive-timeout": settings.http_keepalive_timeout_seconds,
+        "--http-max-connections": float(settings.http_max_connections or 1),
     }
     for flag, value in positive.items():
         if not value > 0:
@@ -391,6 +434,11 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"--nixl-ring-mode must be consume or readonly (got {settings.nixl_ring_mode!r})")
     if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"--log-level must be debug, info, warning or error (got {settings.log_level!r})")
+    if settings.target_auth_file:
+        try:
+            AuthFile(settings.target_auth_file).header()
+        except AuthFileError as exc:
+            raise ConfigError(f"--target-auth-file: {exc}") from None
     names = [target.name for target in settings.targets]
     if len(set(names)) != len(names):
         raise ConfigError(f"target names must be unique (got {names})")
@@ -401,19 +449,9 @@ def require_targets(settings: Settings) -> None:
         raise ConfigError(f"no target: give --target [ROLE=]URL (or {ENV_PREFIX}TARGET, or targets: in the file)")
 
 
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
-
-
 def settings_for_log(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain JSON-able data, credentials in URLs redacted."""
     data = dataclasses.asdict(settings)
-    data["targets"] = [
-        {"name": t.name, "role": t.role, "url": redact_url(t.url), "engine": t.engine} for t in settings.targets
-    ]
-    return data
+    data["targets"] = [{"name": t.name, "role": t.role, "url": t.url, "engine": t.engine} for t in settings.targets]
+    redacted: dict[str, Any] = redact_value(data)
+    return redacted

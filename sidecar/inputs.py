@@ -47,6 +47,7 @@ class SideInputs:
     _pending_logs: list[LogEvent] | None = None
     _reported: set[str] = field(default_factory=set)
     _rings_read: bool = False
+    _gone: set[str] = field(default_factory=set)  # followed logs that are missing now
 
     def __post_init__(self) -> None:
         if self.settings.nixl_telemetry_dir:
@@ -121,11 +122,25 @@ class SideInputs:
             return
         for path, follower in self._followers:
             lines = follower.poll()
+            self._note_presence(path, follower.gone)
             if lines:
                 parsed = parse_lines(lines, year=_year(now), source=path)
                 self.log_events.extend(
                     e if e.time is not None else LogEvent(e.kind, now, e.fields, e.source) for e in parsed.events
                 )
+
+    def _note_presence(self, path: str, gone: bool) -> None:
+        """`log_file_gone` when a followed file disappears (or a stream ends), `log_file_back` when it returns."""
+        if gone == (path in self._gone):
+            return
+        if gone:
+            self._gone.add(path)
+            reason = "the stream ended" if path == "-" else "no file at this path"
+            action = "following the path; no log lines until it is back"
+            log_event(_log, "log_file_gone", logging.WARNING, path=path, reason=reason, action=action)
+        else:
+            self._gone.discard(path)
+            log_event(_log, "log_file_back", path=path)
 
     def close(self) -> None:
         if self._ring_dir is not None:
@@ -170,6 +185,16 @@ class NixlStage:
         side = _decode_side(fresh)
         if side is None:
             return [], []
+        engine_windows = []
+        for other, other_window in fresh.values():
+            latest = other_window.latest
+            # SGLang records transfers on the prefill side: every engine target is read (a target
+            # without the engine transfer series gives nothing).
+            if latest is not None and latest.engine_kind not in ("nixl", "vllm", "unknown"):
+                other_groups = other_window.groups()
+                other_model, other_engine = other_groups[0] if other_groups else ("", "0")
+                labels = {"target": other.name, "role": other.role, "model_name": other_model, "engine": other_engine}
+                engine_windows.append((labels, latest.engine_kind, other_window))
         target, window = side
         groups = window.groups()
         model, engine = groups[0] if groups else ("", "0")
@@ -183,6 +208,7 @@ class NixlStage:
             base,
             exporter_window=_exporter_window(fresh),
             ring_errors=list(self.inputs.ring_errors),
+            engine_windows=engine_windows,
         )
 
     def close(self) -> None:

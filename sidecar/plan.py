@@ -6,6 +6,7 @@ Pure computation in functions (`load_plan`, `check_refusals`, `warm_pool_pods`, 
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 from dataclasses import dataclass
@@ -433,12 +434,12 @@ def render(result: PlanResult) -> str:
         "== Watch these five",
         "1 sum(phaselens_prefill_backlog_seconds{role=\"prefill\"})       prefill autoscaler input",
         "2 sum(phaselens_decode_kv_utilization_ratio{role=\"decode\"})     decode autoscaler input",
-        "3 max(phaselens_ttft_seconds{quantile=\"0.99\"})                  against the TTFT SLO",
+        "3 max(phaselens_ttft_seconds{percentile=\"99\"})                 against the TTFT SLO",
         "4 phaselens:slo_attainment_ratio:pool{slo=\"joint\"}               goodput bounds",
         "5 phaselens:pool_phase_imbalance_ratio                          which pool is short",
         "",
         "== Kill switch",
-        f"if max(phaselens_ttft_seconds{{quantile=\"0.99\"}}) > {plan.ttft_p99_seconds:g} for 10m after an "
+        f"if max(phaselens_ttft_seconds{{percentile=\"99\"}}) > {plan.ttft_p99_seconds:g} for 10m after an "
         "autoscaler change: kubectl apply -f last-known-good/ (the HPA objects saved before the change) and "
         "pin minReplicas to the current replica count until P99 TTFT is back under the SLO.",
     ]
@@ -447,13 +448,22 @@ def render(result: PlanResult) -> str:
     return "\n".join(lines)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="phaselens plan",
+        description="Print a one-page, three-layer autoscaling plan (Karpenter nodes, KAI Scheduler, per-pool "
+        "signals, warm pool, kill switch) from a PLAN.yaml; exit 2 with the reason when the plan is refused "
+        "(for example, scaling on GPU utilization). Examples: deploy/examples/plan-*.yaml.",
+    )
+    parser.add_argument("plan", metavar="PLAN.yaml", help="the plan: pools, SLOs, node and cold-start figures")
+    return parser
+
+
 def main(argv: list[str]) -> int:
     """`phaselens plan PLAN.yaml`: print the plan; exit 2 with the reason when it is refused."""
-    if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        print("usage: phaselens plan PLAN.yaml", file=sys.stderr)
-        return EXIT_OK if argv[:1] in (["-h"], ["--help"]) else 1
+    path = Path(build_parser().parse_args(argv).plan)
     try:
-        result = build_plan(load_plan(Path(argv[0])))
+        result = build_plan(load_plan(path))
     except PlanRefused as exc:
         print(f"phaselens plan: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED

@@ -19,17 +19,19 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar, cast
 
 import aiohttp
-from aiohttp import web
+from aiohttp import web, web_response
 from phaselens.assembly import build_pipeline
 from phaselens.clock import Clock, SystemClock
 from phaselens.exporters.prometheus import CachedRenderer
 from phaselens.exporters.recommendations import RecommendationSink
 from phaselens.exporters.specs import SPECS_BY_NAME
+from phaselens.http_guard import ConnectionGuard, default_max_connections
 from phaselens.logs import get_logger, log_event
 from phaselens.model import TickResult
 from phaselens.pipeline import Pipeline
 from phaselens.settings import Settings
-from phaselens.sources.scraper import ScrapeLoop, ScrapeResult, raise_if_cancelling
+from phaselens.sources.auth_file import AuthFile
+from phaselens.sources.scraper import ScrapeLoop, ScrapeResult, backoff_cap, raise_if_cancelling
 
 _log = get_logger("server")
 _T = TypeVar("_T")
@@ -64,6 +66,12 @@ def in_daemon_thread(func: Callable[[], _T]) -> asyncio.Future[_T]:
     threading.Thread(target=run, name="phaselens-worker", daemon=True).start()
     return future
 SIDECAR_KEY: web.AppKey[Sidecar] = web.AppKey("sidecar")
+GUARD_KEY: web.AppKey[ConnectionGuard] = web.AppKey("connection_guard")
+# aiohttp names itself and Python, with versions, in a `Server` header on every response,
+# including the 400s it writes for malformed requests before any of our code runs. The header
+# is filled from this module global at response time; no API covers those error responses.
+SERVER_HEADER = "phaselens"
+web_response.SERVER_SOFTWARE = SERVER_HEADER
 
 
 def _nest(tree: dict[str, Any], keys: list[str], value: float) -> None:
@@ -85,14 +93,18 @@ def signals_document(tick: TickResult | None) -> dict[str, Any]:
     """`{"ts", "signals": {name: {target: value | {extra label values...: value}}}, "series": [...]}`.
 
     Path to a value: the signal name, then the `target` (or `role` for pool signals), then the
-    values of the signal's extra labels in spec order (quantile, slo, bound, ...). Examples, in
+    values of the signal's extra labels in spec order (percentile, slo, bound, ...). Examples, in
     GJSON syntax as KEDA's `valueLocation` takes it:
     `signals.phaselens_prefill_backlog_seconds.prefill`,
-    `signals.phaselens_ttft_seconds.aggregated.0\\.9` (dots inside a key are escaped).
+    `signals.phaselens_ttft_seconds.aggregated.90` (the 0.9 quantile; a dot inside a key, as in
+    a percentile of "99.9", is escaped: `99\\.9`).
     A signal without labels (`phaselens_tick_duration_seconds`) is the value itself.
+    `warnings` lists the engine metrics a reader would likely misread, as seen in this tick
+    (`{"target", "code", "metric", "message", "value", "first_seen"}`; codes in
+    parsers/engines/semantics.py and analyzers/kv_pressure.py).
     """
     if tick is None:
-        return {"ts": None, "signals": {}, "series": []}
+        return {"ts": None, "signals": {}, "series": [], "warnings": []}
     nested: dict[str, Any] = {}
     series = []
     for sig in tick.signals:
@@ -106,7 +118,18 @@ def signals_document(tick: TickResult | None) -> dict[str, Any]:
             _nest(nested[sig.name], keys, sig.value)
         else:
             nested[sig.name] = sig.value
-    return {"ts": tick.time, "signals": nested, "series": series}
+    warnings = [
+        {
+            "target": w.target,
+            "code": w.suspect.code,
+            "metric": w.suspect.metric,
+            "message": w.suspect.message,
+            "value": w.suspect.value,
+            "first_seen": w.first_seen,
+        }
+        for w in tick.warnings
+    ]
+    return {"ts": tick.time, "signals": nested, "series": series, "warnings": warnings}
 
 
 class Sidecar:
@@ -187,6 +210,7 @@ class Sidecar:
         settings = self.settings
         connector = aiohttp.TCPConnector(limit_per_host=2, enable_cleanup_closed=True)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        auth = AuthFile(settings.target_auth_file) if settings.target_auth_file else None
         for target in settings.targets:
             loop = ScrapeLoop(
                 target,
@@ -197,6 +221,8 @@ class Sidecar:
                 settings.scrape_timeout_seconds,
                 settings.jitter_ratio,
                 settings.max_response_bytes,
+                backoff_cap(settings.interval_seconds, settings.stale_after_seconds),
+                auth=auth,
             )
             self.tasks.append(asyncio.create_task(loop.run(), name=f"scrape:{target.name}"))
         self.tasks.append(asyncio.create_task(self._tick_loop(), name="tick"))
@@ -257,8 +283,15 @@ class Sidecar:
         return web.json_response(signals_document(self.pipeline.latest), dumps=json.dumps)
 
     def build_app(self, background: bool = True) -> web.Application:
-        app = web.Application()
+        settings = self.settings
+        guard = ConnectionGuard(
+            settings.http_header_timeout_seconds,
+            settings.http_keepalive_timeout_seconds,
+            settings.http_max_connections or default_max_connections(),
+        )
+        app = web.Application(middlewares=[guard.middleware])
         app[SIDECAR_KEY] = self
+        app[GUARD_KEY] = guard
         app.router.add_get("/metrics", self.handle_metrics)
         app.router.add_get("/healthz", self.handle_healthz)
         app.router.add_get("/readyz", self.handle_readyz)
@@ -278,8 +311,13 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout)
+    guard = app.get(GUARD_KEY)
+    extra: dict[str, Any] = {"keepalive_timeout": guard.keepalive_timeout} if guard is not None else {}
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout, **extra)
     await runner.setup()
+    if guard is not None and runner.server is not None:
+        guard.install(runner.server)
+        guard.start()
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
@@ -288,6 +326,8 @@ async def serve(
         await stop.wait()
         log_event(_log, "shutdown", reason="signal")
     finally:
+        if guard is not None:
+            await guard.stop()
         try:
             await asyncio.wait_for(runner.cleanup(), timeout=shutdown_timeout)
         except TimeoutError:

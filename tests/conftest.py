@@ -12,6 +12,10 @@ import pytest
 E2E_DIR = Path(__file__).resolve().parent.parent / "e2e"
 if str(E2E_DIR) not in sys.path:
     sys.path.insert(0, str(E2E_DIR))
+# Test helpers that are not fixtures (engine_replay.py) are imported by name too.
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
 
 FIXTURES = Path(__file__).parent / "fixtures"
 AGGREGATED_TAR = FIXTURES / "vllm-0.32.0-cpu-aggregated" / "scrapes.tar.gz"

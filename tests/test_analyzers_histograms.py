@@ -13,6 +13,7 @@ import pytest
 from phaselens.analyzers.goodput import Attainment, frechet_joint
 from phaselens.analyzers.target import analyze_target
 from phaselens.analyzers.window import TargetWindow
+from phaselens.exporters.specs import percentile_label
 from phaselens.model import Signal, Target, label_value
 from phaselens.parsers.engines import to_snapshot
 from phaselens.parsers.exposition import parse_exposition
@@ -99,7 +100,7 @@ def test_quantiles_within_one_bucket_of_exact(seed: int) -> None:
         for name, data, bounds in (("phaselens_ttft_seconds", ttfts, TTFT_BUCKETS),
                                    ("phaselens_itl_seconds", itls, ITL_BUCKETS)):
             exact = exact_quantile(data, q)
-            got = value(signals, name, quantile=repr(q))
+            got = value(signals, name, percentile=percentile_label(q))
             assert abs(got - exact) <= bucket_width_at(exact, bounds) + 1e-12, (name, q, got, exact)
 
 

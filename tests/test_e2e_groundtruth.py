@@ -21,14 +21,14 @@ def test_parse_exposition_reads_time_labels_and_values() -> None:
         "# scrape_time 1700000000.250\n"
         "# HELP x y\n"
         'vllm:num_requests_waiting{engine="0",model_name="tiny"} 3.0\n'
-        'phaselens_ttft_seconds{quantile="0.5",target="a"} 0.042\n'
+        'phaselens_ttft_seconds{percentile="50",target="a"} 0.042\n'
         "phaselens_tick_duration_seconds 1e-3\n"
     )
     s = gt.parse_exposition(text)
     assert s.t == 1700000000.25
     assert s.value("vllm:num_requests_waiting") == 3.0
-    assert s.value("phaselens_ttft_seconds", quantile="0.5") == 0.042
-    assert s.value("phaselens_ttft_seconds", quantile="0.9") is None
+    assert s.value("phaselens_ttft_seconds", percentile="50") == 0.042
+    assert s.value("phaselens_ttft_seconds", percentile="90") is None
     assert s.value("phaselens_tick_duration_seconds") == 0.001
 
 

@@ -15,6 +15,7 @@ from phaselens.model import Signal, TickResult, make_labels
 
 LABELS = make_labels({"target": "t", "role": "decode", "model_name": "m", "engine": "0"})
 SELF = make_labels({"target": "t", "role": "decode"})
+TTFT_P99 = make_labels({**dict(LABELS), "percentile": "99"})
 
 
 def _tick(errors: float) -> TickResult:
@@ -23,6 +24,7 @@ def _tick(errors: float) -> TickResult:
         (
             Signal("phaselens_decode_kv_utilization_ratio", LABELS, 0.75),
             Signal("phaselens_parse_errors_total", SELF, errors),
+            Signal("phaselens_ttft_seconds", TTFT_P99, 0.5),
         ),
     )
 
@@ -89,5 +91,9 @@ async def test_otlp_export_names_units_values_temporality(
     )
     assert errors[0].sum.aggregation_temporality == expected
     assert values == ([3.0, 2.0] if temporality == "delta" else [3.0, 5.0])
+    # a window quantile is a gauge whose `percentile` attribute says which one (phaselens.ttft, "99")
+    ttft = metrics[SPECS_BY_NAME["phaselens_ttft_seconds"].otel_name][0]
+    assert ttft.HasField("gauge") and ttft.gauge.data_points[0].as_double == 0.5
+    assert {a.key: a.value.string_value for a in ttft.gauge.data_points[0].attributes} == dict(TTFT_P99)
     service = {a.key: a.value.string_value for a in received[0].resource_metrics[0].resource.attributes}
     assert service["service.name"] == "phaselens-test"

@@ -12,7 +12,7 @@ TICK = TickResult(
     100.0,
     (
         Signal("phaselens_prefill_queue_depth", LABELS, 12.0),
-        Signal("phaselens_ttft_seconds", make_labels({**dict(LABELS), "quantile": "0.9"}), 0.25),
+        Signal("phaselens_ttft_seconds", make_labels({**dict(LABELS), "percentile": "90"}), 0.25),
         Signal("phaselens_parse_errors_total", make_labels({"target": "t", "role": "prefill"}), 3.0),
         Signal("phaselens_tick_duration_seconds", (), 0.002),
     ),
@@ -57,3 +57,12 @@ def test_cached_renderer_renders_once_per_tick() -> None:
     current["tick"] = TickResult(101.0, TICK.signals[:1])
     assert renderer.render(None)[0] != first[0]
     assert _parsed(renderer.render(None)[0]) == {(s.name, s.labels): s.value for s in TICK.signals[:1]}
+
+
+def test_signals_document_keys_window_quantiles_by_percentile() -> None:
+    # KEDA's valueLocation for the 0.9 TTFT quantile of target t: signals.phaselens_ttft_seconds.t.90
+    from phaselens.server import signals_document
+
+    doc = signals_document(TICK)
+    assert doc["signals"]["phaselens_ttft_seconds"] == {"t": {"90": 0.25}}
+    assert doc["signals"]["phaselens_prefill_queue_depth"] == {"t": 12.0}

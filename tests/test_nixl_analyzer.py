@@ -88,8 +88,8 @@ def test_vllm_metrics_source(decode_window: TargetWindow, decode_snapshots: list
     _check_contract(signals)
     by = _by_name(signals)
     assert {label_value(s.labels, "source") for s in signals} == {"vllm_metrics"}
-    assert sorted(label_value(s.labels, "quantile") for s in by["phaselens_nixl_transfer_seconds"]) == [
-        "0.5", "0.9", "0.99",
+    assert sorted(label_value(s.labels, "percentile") for s in by["phaselens_nixl_transfer_seconds"]) == [
+        "50", "90", "99",
     ]  # fmt: skip
     first, last = decode_snapshots[0], decode_snapshots[-1]
     key = (c.NIXL_BYTES, make_labels({"model_name": "tiny", "engine": "0"}))
@@ -118,9 +118,9 @@ def test_telemetry_ring_source(fixtures_dir: Path) -> None:
     _check_contract(signals)
     by = _by_name(signals)
     xfer = np.array([t.xfer_seconds for t in transfers])
-    quantiles = {label_value(s.labels, "quantile"): s.value for s in by["phaselens_nixl_transfer_seconds"]}
-    assert quantiles["0.9"] == pytest.approx(float(np.quantile(xfer, 0.9)))
-    assert quantiles["0.5"] == pytest.approx(float(np.median(xfer)))
+    quantiles = {label_value(s.labels, "percentile"): s.value for s in by["phaselens_nixl_transfer_seconds"]}
+    assert quantiles["90"] == pytest.approx(float(np.quantile(xfer, 0.9)))
+    assert quantiles["50"] == pytest.approx(float(np.median(xfer)))
     assert by["phaselens_nixl_transfer_bytes_per_second"][0].value == pytest.approx(31883264 / 30.0)
     assert by["phaselens_nixl_transfer_failure_ratio"][0].value == 0.0
     assert "phaselens_nixl_ttft_share_ratio" not in by  # no decode TTFT without a window
@@ -138,7 +138,7 @@ def test_log_source_and_backend_evidence(fixtures_dir: Path) -> None:
     _check_contract(signals)
     by = _by_name(signals)
     kv = [e for e in events if e.kind == L.VLLM_KV_TRANSFER_METRICS]
-    assert [label_value(s.labels, "quantile") for s in by["phaselens_nixl_transfer_seconds"]] == ["0.9"]
+    assert [label_value(s.labels, "percentile") for s in by["phaselens_nixl_transfer_seconds"]] == ["90"]
     assert by["phaselens_nixl_transfer_seconds"][0].value == pytest.approx(
         max(float(e.fields["p90_xfer_time_ms"]) for e in kv) / 1000
     )

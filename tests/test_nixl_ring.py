@@ -191,3 +191,36 @@ def test_cli_prints_transfers_and_summary(
     summary = records[-1]["summary"]
     assert summary["transfers"] == 15 and summary["full"] is True and summary["dropped_events_known"] == 2
     assert json.loads(err)["error"].startswith("truncated")
+
+
+def test_cli_v2_ring_has_no_time_field_and_says_why(fixtures_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Format v2+ rings carry no timestamps: no `"time": null` per transfer, one note in the summary."""
+    import json
+
+    from phaselens.nixl_cli import main
+
+    assert main([str(fixtures_dir / PD_TELEMETRY / DECODE_AGENT)]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    transfers, summary = records[:-1], records[-1]["summary"]
+    assert summary["version"] >= 2 and summary["timestamps"] is False
+    assert "no timestamps" in summary["note"]
+    assert len(transfers) == summary["transfers"] > 0
+    assert all("time" not in t for t in transfers)
+    # Seconds at the ring's microsecond resolution: no binary float noise such as 0.056559000000000005.
+    floats = [t[k] for t in transfers for k in ("post_seconds", "xfer_seconds")]
+    floats += [summary["xfer_seconds_sum"], summary["post_seconds_sum"], *summary["xfer_seconds_quantiles"].values()]
+    assert all(len(repr(x).partition(".")[2]) <= 6 or "e-" in repr(x) for x in floats), floats
+
+
+def test_cli_v1_ring_keeps_its_timestamps(fixtures_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from phaselens.nixl_cli import main
+
+    # The one v1 ring we have is NIXL's own synthetic test sample (no real v1 capture exists here).
+    ring = fixtures_dir / "public-samples" / "nixl" / "telemetry_ring_v1_SYNTHETIC.bin"
+    assert main([str(ring)]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    summary = records[-1]["summary"]
+    assert summary["version"] == 1 and summary["timestamps"] is True and "note" not in summary
+    assert len(records) > 1 and records[0]["time"] == 1758547733.009862

@@ -1,4 +1,5 @@
-"""The HTML report opened in real headless Chromium: loads with no console errors, every chart decodes.
+"""The HTML report opened in real headless Chromium: loads with no console errors, every chart decodes,
+and no chart's legend covers its data.
 
 Chromium is driven over the DevTools protocol (a websocket, via aiohttp) so console messages and
 uncaught exceptions are seen as the browser reports them. A screenshot is kept under
@@ -88,6 +89,9 @@ async def _open_in_chromium(page: Path, screenshot: Path) -> dict[str, Any]:
                         "JSON.stringify({total: document.body.getAttribute('data-charts-total'),"
                         " loaded: document.body.getAttribute('data-charts-loaded'),"
                         " imgs: Array.from(document.querySelectorAll('img.chart')).map(i => [i.id, i.naturalWidth]),"
+                        " layouts: Array.from(document.querySelectorAll('img.chart')).map(i => ({id: i.id,"
+                        "   natural: [i.naturalWidth, i.naturalHeight], shown: [i.clientWidth, i.clientHeight],"
+                        "   layout: JSON.parse(i.getAttribute('data-layout'))})),"
                         " text: document.body.innerText})"
                     ),
                     returnByValue=True,
@@ -125,3 +129,37 @@ def test_report_opens_in_chromium_without_errors(aggregated_report: Path) -> Non
     assert all(width > 0 for _, width in result["imgs"])
     assert "KV-cache pressure" in result["text"]
     assert shot.stat().st_size > 10_000
+
+
+def _overlap(a: list[float], b: list[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (scripts/system-deps.sh installs it)")
+def test_report_legends_sit_outside_the_data_and_name_every_series(aggregated_report: Path) -> None:
+    """Each chart image, as Chromium decoded and laid it out, with the layout matplotlib measured for
+    it: the legend box lies inside the image and off every plot area (the data area of the left and
+    the right y axis), and names every line, band and episode kind drawn."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    result = asyncio.run(_open_in_chromium(aggregated_report, ARTIFACTS / "report-aggregated-legends.png"))
+    assert result["errors"] == []
+    charts = result["layouts"]
+    assert len(charts) >= 5
+    for chart in charts:
+        layout = chart["layout"]
+        name = chart["id"]
+        # The boxes are in the PNG's pixels; the browser decoded the same PNG and shows it unclipped.
+        assert chart["natural"] == [layout["width"], layout["height"]], name
+        assert chart["shown"][0] > 0 and chart["shown"][1] > 0, name
+        legend = layout["legend"]
+        assert legend is not None, f"{name}: no legend"
+        assert 0 <= legend[0] < legend[2] <= layout["width"] and 0 <= legend[1] < legend[3] <= layout["height"], name
+        for plot in layout["plots"]:
+            assert not _overlap(legend, plot), f"{name}: legend {legend} covers the plot area {plot}"
+        missing = [s for s in layout["series"] if s not in layout["legend_labels"]]
+        assert missing == [], f"{name}: drawn but not in the legend: {missing}"
+    by_key = {c["id"].rsplit("-", 1)[1]: c["layout"] for c in charts}
+    # Right-axis series are in their legends too.
+    assert any("prefill backlog" in label for label in by_key["queue"]["legend_labels"])
+    assert any("preemptions/s" in label for label in by_key["kv"]["legend_labels"])
+    assert len(by_key["queue"]["plots"]) == 2 and len(by_key["kv"]["plots"]) == 2

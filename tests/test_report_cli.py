@@ -29,6 +29,14 @@ def test_summary_names_the_burst_as_kv_pressure_with_its_time_range(aggregated_r
     assert 300 <= preemptions <= 700
 
 
+def test_report_opens_with_the_verdict(aggregated_report: Path) -> None:
+    html = aggregated_report.read_text(encoding="utf-8")
+    assert html.index("id='verdict'") < html.index("id='summary'")
+    verdict = html[html.index("id='verdict'"):html.index("id='summary'")]
+    assert "KV_CAPACITY from t+" in verdict and "remedy add_replicas" in verdict
+    assert "expected: KV utilization" in verdict
+
+
 def test_summary_gives_the_shared_prefix_hit_ratio(aggregated_report: Path) -> None:
     text = _text(aggregated_report)
     found = re.search(rf"Prefix-cache reuse from {CLOCK} to {CLOCK} .*?hit ratio (\d+)% on average, peak (\d+)%", text)
@@ -36,6 +44,16 @@ def test_summary_gives_the_shared_prefix_hit_ratio(aggregated_report: Path) -> N
     start, _, mean, peak = (int(g) for g in found.groups())
     assert 25 <= start <= 45  # the shared-prefix phase starts ~28 s in
     assert 50 <= mean <= peak <= 100
+
+
+def test_headline_latency_figures_come_from_the_percentile_series(aggregated_report: Path) -> None:
+    # The report reads the window quantiles by their `percentile` label: a wrong label gives n/a.
+    text = _text(aggregated_report)
+    for figure in ("worst TTFT p99 (s)", "median TTFT p50 (s)", "median ITL p50 (s)"):
+        found = re.search(re.escape(figure) + r" ([\d.e+-]+) ", text)
+        assert found, f"{figure}: {text[text.find(figure) :][:60]}"
+        assert float(found.group(1)) > 0
+    assert "TTFT quantiles vs SLO" in text and "ITL quantiles vs SLO" in text
 
 
 def test_report_lists_recommendations_with_evidence_and_confidence(aggregated_report: Path) -> None:
@@ -57,15 +75,27 @@ def test_pd_report_shows_both_roles_and_nixl(pd_dir: Path, tmp_path: Path) -> No
 
 
 def test_markdown_format_writes_png_charts_beside_it(aggregated_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "r.md"
+    out = tmp_path / "not-yet" / "r.md"  # a folder that does not exist yet
     assert report_main([str(aggregated_dir), "-o", str(out), "--format", "md"]) == 0
     text = out.read_text(encoding="utf-8")
     images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
     assert len(images) >= 5
     for name in images:
-        data = (tmp_path / name).read_bytes()
+        data = (out.parent / name).read_bytes()
         assert data.startswith(b"\x89PNG")
     assert "KV-cache pressure" in text
+
+
+def test_figures_read_as_percentages_and_equal_bounds_as_one_figure(aggregated_report: Path) -> None:
+    text = _text(aggregated_report)
+    # Ratios in the figure table are percentages, as in the sentences.
+    assert "peak KV utilization 100%" in text
+    assert re.search(r"peak prefix-cache hit ratio \d+%", text)
+    assert re.search(r"median joint SLO attainment \(lower\) \d+%", text)
+    assert "peak_kv_utilization=100%" in text
+    # Bounds that read the same are one figure, not "between 100% and 100%".
+    assert not re.search(r"between (\d+%) and \1", text)
+    assert re.search(r"SLO attainment \(both SLOs\) was (\d+%|between \d+% and \d+%) at the median window", text)
 
 
 def test_compare_puts_two_recordings_side_by_side(aggregated_dir: Path, tmp_path: Path) -> None:

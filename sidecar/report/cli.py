@@ -1,4 +1,4 @@
-"""`phaselens report [ROLE=]PATH ... -o report.html [--format md] [--compare A B]`."""
+"""`phaselens report`: a self-contained HTML page (or Markdown with PNG charts) on a recording."""
 
 from __future__ import annotations
 
@@ -55,24 +55,54 @@ def build_summary(
     return summary, charts
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="phaselens report", description=__doc__)
-    parser.add_argument("inputs", nargs="*", metavar="[ROLE=]PATH", help="recording folders or .tar.gz files")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="phaselens report",
+        description="Write a self-contained HTML page (or Markdown with PNG charts) on one or more recordings: "
+        "summary sentences, episodes, timelines and recommendations; or compare two recordings.",
+    )
+    parser.add_argument(
+        "inputs", nargs="*", metavar="[ROLE=]PATH", help="recording folders or .tar.gz files (merged by scrape time)"
+    )
     parser.add_argument("-o", "--output", default="report.html", help="output file (default report.html)")
-    parser.add_argument("--format", choices=("html", "md"), default="html")
+    parser.add_argument(
+        "--format",
+        choices=("html", "md"),
+        default="html",
+        help="html: one self-contained page (default); md: Markdown with the charts as PNG files beside it",
+    )
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), help="two recordings to compare (before, after)")
-    parser.add_argument("--slo-ttft", type=float, default=_DEFAULTS.slo_ttft_seconds)
-    parser.add_argument("--slo-itl", type=float, default=_DEFAULTS.slo_itl_seconds)
-    parser.add_argument("--window", type=float, default=_DEFAULTS.window_seconds)
-    parser.add_argument("--title", default=None)
+    parser.add_argument(
+        "--slo-ttft",
+        type=float,
+        default=_DEFAULTS.slo_ttft_seconds,
+        metavar="S",
+        help=f"TTFT SLO in seconds for attainment and goodput (default {_DEFAULTS.slo_ttft_seconds:g})",
+    )
+    parser.add_argument(
+        "--slo-itl",
+        type=float,
+        default=_DEFAULTS.slo_itl_seconds,
+        metavar="S",
+        help=f"ITL SLO in seconds for attainment and goodput (default {_DEFAULTS.slo_itl_seconds:g})",
+    )
+    parser.add_argument(
+        "--window",
+        type=float,
+        default=_DEFAULTS.window_seconds,
+        metavar="S",
+        help=f"analysis window in seconds, as in replay (default {_DEFAULTS.window_seconds:g})",
+    )
+    parser.add_argument("--title", default=None, help="page title (default 'phaselens report')")
     return parser
 
 
 def main(argv: Sequence[str] | None = None, loader: TickLoader = _default_loader) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     settings = Settings(slo_ttft_seconds=args.slo_ttft, slo_itl_seconds=args.slo_itl, window_seconds=args.window)
     out = Path(args.output)
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # before rendering: Markdown writes its PNGs there
         if args.compare:
             text = _compare(args.compare, settings, loader, args.format, out)
         else:
@@ -87,7 +117,6 @@ def main(argv: Sequence[str] | None = None, loader: TickLoader = _default_loader
     except (ReportError, RecordingError, ValueError, OSError) as err:
         print(f"phaselens report: {err}", file=sys.stderr)
         return 2
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     print(f"phaselens report: wrote {out}", file=sys.stderr)
     return 0

@@ -7,10 +7,12 @@ import math
 from dataclasses import dataclass, field
 
 import pandas as pd
+from phaselens.analyzers.diagnosis import DIAGNOSIS_CODE, human_remedy
 from phaselens.analyzers.episodes import Episode, integrate, stretches
 from phaselens.model import Recommendation
 from phaselens.report.counters import increase_between
 from phaselens.report.frame import RunData
+from phaselens.verdict import VerdictLog
 
 KV_PRESSURE_UTILIZATION = 0.90
 OVERLOAD_QUEUE = 5.0
@@ -35,6 +37,8 @@ class RunSummary:
     pool_sentences: tuple[str, ...]
     nixl_sentences: tuple[str, ...]
     recommendation_rows: tuple[dict[str, str], ...]
+    verdict: tuple[str, ...] = ()
+    """The diagnosis per episode (phaselens.verdict): shown before everything else."""
 
     @property
     def episodes(self) -> list[Episode]:
@@ -49,6 +53,17 @@ def clock(run: RunData, seconds: float) -> str:
 
 def _pct(value: float) -> str:
     return f"{100 * value:.0f}%"
+
+
+def _pct_range(low: float, high: float) -> str:
+    """`between 88% and 95%`, or `100%` when both bounds read the same."""
+    a, b = _pct(low), _pct(high)
+    return a if a == b else f"between {a} and {b}"
+
+
+def _rate_range(low: float, high: float) -> str:
+    a, b = f"{low:.2f}", f"{high:.2f}"
+    return f"{a} req/s (median)" if a == b else f"{a}-{b} req/s (median bounds)"
 
 
 def _episodes(run: RunData, target: str) -> list[Episode]:
@@ -153,12 +168,26 @@ def _slo_sentence(run: RunData, target: str) -> str | None:
     worst = float(lower.min())
     worst_at = float(lower.idxmin())
     text = (
-        f"SLO attainment (both SLOs) was between {_pct(float(lower.median()))} and {_pct(float(upper.median()))} "
+        f"SLO attainment (both SLOs) was {_pct_range(float(lower.median()), float(upper.median()))} "
         f"at the median window, worst {_pct(worst)} at {clock(run, worst_at)}"
     )
     if not good_lo.empty and not good_hi.empty:
-        text += f"; goodput {float(good_lo.median()):.2f}-{float(good_hi.median()):.2f} req/s (median bounds)"
+        text += f"; goodput {_rate_range(float(good_lo.median()), float(good_hi.median()))}"
     return text + "."
+
+
+# Headline figures that are ratios: shown as percentages, like the sentences.
+# Episode evidence too (the recommendation evidence stays as in the pod log).
+PERCENT_FIGURES = frozenset(
+    {
+        "peak KV utilization",
+        "median joint SLO attainment (lower)",
+        "peak prefix-cache hit ratio",
+        "peak_kv_utilization",
+        "peak_hit_ratio",
+        "mean_hit_ratio",
+    }
+)
 
 
 def _headline(run: RunData, target: str, episodes: list[Episode]) -> dict[str, float]:
@@ -171,9 +200,9 @@ def _headline(run: RunData, target: str, episodes: list[Episode]) -> dict[str, f
     return {
         "peak queue depth": stat("phaselens_prefill_queue_depth", "max"),
         "peak KV utilization": stat("phaselens_decode_kv_utilization_ratio", "max"),
-        "worst TTFT p99 (s)": stat("phaselens_ttft_seconds", "max", quantile="0.99"),
-        "median TTFT p50 (s)": stat("phaselens_ttft_seconds", "median", quantile="0.5"),
-        "median ITL p50 (s)": stat("phaselens_itl_seconds", "median", quantile="0.5"),
+        "worst TTFT p99 (s)": stat("phaselens_ttft_seconds", "max", percentile="99"),
+        "median TTFT p50 (s)": stat("phaselens_ttft_seconds", "median", percentile="50"),
+        "median ITL p50 (s)": stat("phaselens_itl_seconds", "median", percentile="50"),
         "median joint SLO attainment (lower)": stat(
             "phaselens_slo_attainment_ratio", "median", slo="joint", bound="lower"
         ),
@@ -182,7 +211,7 @@ def _headline(run: RunData, target: str, episodes: list[Episode]) -> dict[str, f
         "preemptions (approx.)": sum(
             float(e.evidence.get("preemptions_approx", 0.0)) for e in episodes if e.kind == "kv_pressure"
         ),
-        "median NIXL transfer p90 (s)": stat("phaselens_nixl_transfer_seconds", "median", quantile="0.9"),
+        "median NIXL transfer p90 (s)": stat("phaselens_nixl_transfer_seconds", "median", percentile="90"),
     }
 
 
@@ -234,8 +263,8 @@ def _nixl_sentences(run: RunData) -> list[str]:
         return []
     out: list[str] = []
     for target in sorted(set(nixl["target"])):
-        p50 = run.series("phaselens_nixl_transfer_seconds", target, quantile="0.5")
-        p90 = run.series("phaselens_nixl_transfer_seconds", target, quantile="0.9")
+        p50 = run.series("phaselens_nixl_transfer_seconds", target, percentile="50")
+        p90 = run.series("phaselens_nixl_transfer_seconds", target, percentile="90")
         bps = run.series("phaselens_nixl_transfer_bytes_per_second", target)
         share = run.series("phaselens_nixl_ttft_share_ratio", target)
         fail = run.series("phaselens_nixl_transfer_failure_ratio", target)
@@ -326,4 +355,22 @@ def summarize(run: RunData) -> RunSummary:
         pool_sentences=tuple(gap_sentences(run) + _pool_sentences(run)),
         nixl_sentences=tuple(_nixl_sentences(run)),
         recommendation_rows=tuple(_recommendation_rows(run)),
+        verdict=tuple(verdict_lines(run)),
     )
+
+
+def verdict_lines(run: RunData) -> list[str]:
+    """One line per episode: cause, time range, remedy, expected effect (docs/diagnosis.md)."""
+    log = VerdictLog()
+    log.start = run.start
+    for ts, rec in run.recommendations:
+        if rec.code == DIAGNOSIS_CODE:
+            log.add(rec, ts)
+    if not log.episodes:
+        return ["No primary cause in this run: nothing binds (no queue, KV room, latency in budget)."]
+    out = []
+    for e in sorted(log.episodes, key=lambda e: (e.start, e.target)):
+        line = (f"{e.target} ({e.role}): {e.cause} from {clock(run, e.start - run.start)} to "
+                f"{clock(run, e.end - run.start)}; remedy {e.remedy} ({human_remedy(e.remedy)})")
+        out.append(line + (f"; expected: {e.effect}." if e.effect else "."))
+    return out

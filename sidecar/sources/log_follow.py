@@ -40,6 +40,9 @@ def _split(buffer: bytes, data: bytes) -> tuple[list[str], bytes]:
 class LineSource(Protocol):
     def poll(self) -> list[str]: ...
 
+    @property
+    def gone(self) -> bool: ...
+
     def close(self) -> None: ...
 
 
@@ -119,6 +122,11 @@ class FileFollower:
     def pending_partial(self) -> str:
         return self._partial.decode("utf-8", "replace")
 
+    @property
+    def gone(self) -> bool:
+        """True while the path names no file (deleted, or renamed away and not recreated yet)."""
+        return self._fd is None
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -150,6 +158,11 @@ class StreamFollower:
             lines, self._partial = _split(self._partial, chunk)
             out.extend(lines)
         return out
+
+    @property
+    def gone(self) -> bool:
+        """True once the stream has ended (the writer closed it)."""
+        return self.eof
 
     def close(self) -> None:
         self.eof = True

@@ -16,25 +16,27 @@ Two modes:
 
 from __future__ import annotations
 
-import mmap
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from phaselens.model import NixlRingError, NixlTransfer
 from phaselens.parsers.nixl_ring import (
+    EVENT_DTYPES,
     HEADER_SIZE,
     RawEvents,
     RingFormatError,
     RingHeader,
     RingMode,
+    events_from_records,
     group_events,
     parse_header,
-    read_events,
+    slot_spans,
 )
 
-_READ_POS_INDEX = 1  # the u64 at byte offset 8
+_READ_POS_OFFSET = 8  # the u64 read_pos
 
 
 @dataclass(slots=True)
@@ -62,7 +64,13 @@ class RingPoll:
 
 
 class NixlRing:
-    """One ring file, kept mapped between polls. Reopened when the file is replaced."""
+    """One ring file, kept open between polls. Reopened when the file is replaced.
+
+    Read with `pread` into numpy buffers, never through a memory map: the engine can truncate
+    the file in place (a restart, a full disk), and touching a mapped page past the new end
+    kills the process with SIGBUS, which no check made before the access can rule out (the
+    truncation can land between the check and the read). A short `pread` is an error we report.
+    """
 
     def __init__(self, path: str | os.PathLike[str], mode: RingMode = "consume") -> None:
         if mode not in ("consume", "readonly"):
@@ -71,7 +79,7 @@ class NixlRing:
         self.agent = self.path.name
         self.mode: RingMode = mode
         self.stats = RingStats()
-        self._map: mmap.mmap | None = None
+        self._fd: int | None = None
         self._inode: tuple[int, int] | None = None
         self._cursor = 0  # readonly mode only
         self._tail = RawEvents.empty()
@@ -82,34 +90,24 @@ class NixlRing:
     def _open(self) -> None:
         self.close()
         flags = os.O_RDWR if self.mode == "consume" else os.O_RDONLY
-        fd = os.open(self.path, flags)
+        fd = os.open(self.path, flags | getattr(os, "O_CLOEXEC", 0))
         try:
             st = os.fstat(fd)
-            if st.st_size < HEADER_SIZE:
-                raise RingFormatError(
-                    f"truncated: {st.st_size} bytes, a ring header needs {HEADER_SIZE}", str(self.path)
-                )
-            access = mmap.ACCESS_WRITE if self.mode == "consume" else mmap.ACCESS_READ
-            mapped = mmap.mmap(fd, st.st_size, access=access)
-        finally:
+            if not stat.S_ISREG(st.st_mode):
+                raise RingFormatError("not a regular file", str(self.path))
+            header = self._header(fd)
+        except BaseException:
             os.close(fd)
-        view = memoryview(mapped)
-        try:
-            header = parse_header(view, str(self.path))
-        except RingFormatError:
-            view.release()  # before close: an exported buffer keeps the map open
-            mapped.close()
             raise
-        view.release()
-        self._map = mapped
+        self._fd = fd
         self._inode = (st.st_dev, st.st_ino)
         self._cursor = header.read_pos
         self._tail = RawEvents.empty(header.version == 1)
 
     def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def replaced(self) -> bool:
         """True when the path now names another file (the engine restarted and recreated it)."""
@@ -119,34 +117,48 @@ class NixlRing:
             return True
         return (st.st_dev, st.st_ino) != self._inode
 
+    # ------------------------------------------------------------------ reading
+
+    def _header(self, fd: int) -> RingHeader:
+        """The header, checked against the file's size now (a ring cut in place fails here)."""
+        size = os.fstat(fd).st_size
+        return parse_header(_pread_exact(fd, min(size, HEADER_SIZE), 0, str(self.path)), str(self.path), size)
+
+    def _events(self, fd: int, header: RingHeader, start: int, count: int) -> RawEvents:
+        dtype = EVENT_DTYPES[header.version]
+        records = np.empty(count, dtype=dtype)
+        done = 0
+        for slot, n in slot_spans(header, start, count):
+            chunk = records[done : done + n]
+            _preadinto_exact(fd, chunk, HEADER_SIZE + slot * dtype.itemsize, str(self.path))
+            done += n
+        return events_from_records(records, header.version)
+
     # ------------------------------------------------------------------ polling
 
     def poll(self, now: float) -> RingPoll:
         """Read what was written since the last poll; `now` stamps v2+ events (no stamps there)."""
-        if self._map is None or self.replaced():
+        if self._fd is None or self.replaced():
             self._open()
-        assert self._map is not None
-        view = memoryview(self._map)
-        try:
-            header = parse_header(view, str(self.path))
-            start = header.read_pos if self.mode == "consume" else self._cursor
-            count = (header.write_pos - start) & header.mask
-            was_full = header.is_full
-            fresh = read_events(view, header, start, count)
-            if self.mode == "consume" and count:
-                # One aligned 8-byte store, after the events were copied out (read_events copies).
-                np.frombuffer(self._map, dtype="<u8", count=2)[_READ_POS_INDEX] = header.write_pos
-            self._cursor = header.write_pos
-        finally:
-            view.release()
+        assert self._fd is not None
+        header = self._header(self._fd)
+        start = header.read_pos if self.mode == "consume" else self._cursor
+        count = (header.write_pos - start) & header.mask
+        was_full = header.is_full
+        fresh = self._events(self._fd, header, start, count)
+        if self.mode == "consume" and count:
+            # One aligned 8-byte write, after the events were copied out. NIXL reads read_pos
+            # only to test for a full ring, and we just drained it, so even a torn write cannot
+            # make it overwrite unread events.
+            os.pwrite(self._fd, header.write_pos.to_bytes(8, "little"), _READ_POS_OFFSET)
+        self._cursor = header.write_pos
         events = self._tail.concat(fresh)
         # While the ring is full the rest of a cut group was dropped: do not wait for it.
         grouped = group_events(events, hold_tail=not was_full)
         self._tail = grouped.tail
         transfers = tuple(grouped.transfers.to_transfers(self.agent, now))
         errors = tuple(
-            NixlRingError(time=now, agent=self.agent, status=name, count=n)
-            for name, n in grouped.errors.items()
+            NixlRingError(time=now, agent=self.agent, status=name, count=n) for name, n in grouped.errors.items()
         )
         dropped = grouped.missing_events + grouped.reported_dropped
         s = self.stats
@@ -158,6 +170,24 @@ class NixlRing:
         s.full_polls += int(was_full)
         s.unknown_events += grouped.unknown_events
         return RingPoll(self.agent, header, transfers, errors, count, dropped, was_full)
+
+
+def _pread_exact(fd: int, size: int, offset: int, path: str) -> bytes:
+    data = os.pread(fd, size, offset)
+    if len(data) < size:
+        raise RingFormatError(f"truncated while reading: {offset + len(data)} bytes, needed {offset + size}", path)
+    return data
+
+
+def _preadinto_exact(fd: int, array: np.ndarray, offset: int, path: str) -> None:
+    """Fill `array` from the file at `offset` (no intermediate bytes object); short read -> error."""
+    view = array.view(np.uint8).data  # the bytes behind the structured slots
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got == 0:
+            raise RingFormatError(f"truncated while reading: {offset + done} bytes, needed {offset + len(view)}", path)
+        done += got
 
 
 @dataclass(frozen=True, slots=True)

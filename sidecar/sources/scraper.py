@@ -13,11 +13,14 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 from phaselens.clock import Clock
 from phaselens.logs import get_logger, log_event
 from phaselens.model import Target
+from phaselens.redact import redact
+from phaselens.sources.auth_file import AuthFile, AuthFileError
 
 # Prometheus text 0.0.4 first (every engine speaks it); OpenMetrics is parsed if that is what comes back.
 ACCEPT = "text/plain;version=0.0.4;q=1.0,application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1"
@@ -47,11 +50,17 @@ class ScrapeResult:
 
 
 async def fetch_metrics(
-    session: aiohttp.ClientSession, url: str, timeout_seconds: float, max_bytes: int = DEFAULT_MAX_BYTES
+    session: aiohttp.ClientSession,
+    url: str,
+    timeout_seconds: float,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    authorization: str | None = None,
 ) -> tuple[bytes, str | None]:
     """GET one metrics endpoint: the (decompressed) body and its Content-Type, or ScrapeError."""
     timeout = aiohttp.ClientTimeout(total=timeout_seconds)
     headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": USER_AGENT}
+    if authorization is not None:
+        headers["Authorization"] = authorization
     try:
         async with session.get(url, timeout=timeout, headers=headers) as response:
             if response.status != 200:
@@ -69,7 +78,7 @@ async def fetch_metrics(
     except TimeoutError:
         raise ScrapeError(f"timed out after {timeout_seconds:g} s") from None
     except aiohttp.ClientError as exc:
-        raise ScrapeError(f"{type(exc).__name__}: {exc}") from None
+        raise ScrapeError(redact(f"{type(exc).__name__}: {exc}")) from None
 
 
 def raise_if_cancelling() -> None:
@@ -109,6 +118,15 @@ class Backoff:
         return self._rng.uniform(self.base, ceiling)
 
 
+def backoff_cap(interval_seconds: float, stale_after_seconds: float, ceiling: float = 30.0) -> float:
+    """The longest wait between failed scrapes: never past the stale-after time (at least one interval).
+
+    A longer wait would leave a target that came back reported stale well after it answers
+    again; failed connections to a dead port are cheap, so probing that often costs little.
+    """
+    return max(interval_seconds, min(ceiling, stale_after_seconds))
+
+
 class ScrapeLoop:
     """Scrapes one target forever; every result goes to `deliver` (success or failure)."""
 
@@ -123,6 +141,7 @@ class ScrapeLoop:
         jitter_ratio: float = 0.1,
         max_bytes: int = DEFAULT_MAX_BYTES,
         backoff_cap_seconds: float = 30.0,
+        auth: AuthFile | None = None,
     ) -> None:
         self.target = target
         self._session = session
@@ -133,12 +152,18 @@ class ScrapeLoop:
         self._jitter = jitter_ratio
         self._max_bytes = max_bytes
         self.backoff = Backoff(interval_seconds, max(backoff_cap_seconds, interval_seconds))
+        # Credentials in the URL (user:password@) are the target's own and win over the file.
+        self._auth = auth if auth is not None and not urlsplit(target.url).username else None
+        self._url_for_log = redact(target.url)
 
     async def scrape_once(self) -> ScrapeResult:
         start = self._clock.monotonic()
         try:
-            payload, content_type = await fetch_metrics(self._session, self.target.url, self._timeout, self._max_bytes)
-        except ScrapeError as exc:
+            authorization = self._auth.header() if self._auth is not None else None
+            payload, content_type = await fetch_metrics(
+                self._session, self.target.url, self._timeout, self._max_bytes, authorization
+            )
+        except (ScrapeError, AuthFileError) as exc:
             duration = self._clock.monotonic() - start
             return ScrapeResult(self.target.name, self._clock.wall(), duration, error=str(exc))
         duration = self._clock.monotonic() - start
@@ -166,7 +191,7 @@ class ScrapeLoop:
                     "scrape_failed",
                     level,
                     target=self.target.name,
-                    url=self.target.url,
+                    url=self._url_for_log,
                     err=result.error,
                     failures=self.backoff.failures,
                 )
