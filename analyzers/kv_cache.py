@@ -15,7 +15,7 @@ from phaselens.analyzers.view import WindowView
 from phaselens.analyzers.window import Group
 from phaselens.parsers.engines import canonical as c
 
-HitSource = Literal["tokens", "blocks", "counters", "gauge"]
+HitSource = Literal["tokens", "blocks", "counters", "gauge", "frontend", "router"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +85,20 @@ def kv_utilization(window: WindowView, group: Group) -> float | None:
 
 
 def prefix_hit_ratio(window: WindowView, group: Group) -> tuple[float | None, HitSource | None, float | None]:
-    """increase(hits) / increase(queries) over the window; the V0 / Dynamo gauge as fallback.
+    """increase(hits) / increase(queries) over the window (queries = hits + misses where the engine
+    counts misses, TensorRT-LLM); then Dynamo's cached over input tokens (frontend usage, then KV
+    router); else increase(cached prompt tokens) / increase(prompt tokens) (SGLang); the V0 / Dynamo /
+    SGLang hit-rate gauge as the last fallback.
 
     The counters count tokens on vLLM >= 0.9 and blocks before; the ratio is the same either way.
     Returns (ratio, source, lookups in the window).
     """
     queries = window.increase(c.PREFIX_CACHE_QUERIES, group)
     hits = window.increase(c.PREFIX_CACHE_HITS, group)
+    if queries is None and hits is not None:
+        # TensorRT-LLM counts reused and missed blocks: a lookup is one or the other.
+        misses = window.increase(c.PREFIX_CACHE_MISSES, group)
+        queries = hits + misses if misses is not None else None
     if queries is not None and hits is not None:
         if queries <= 0:
             return None, None, queries
@@ -101,10 +108,35 @@ def prefix_hit_ratio(window: WindowView, group: Group) -> tuple[float | None, Hi
             unit = snap.prefix_cache_unit
         # hits <= queries by construction; a reset inside the window can break that slightly.
         return clamp01(hits / queries), unit, queries
+    for cached_name, input_name, source in _TOKEN_SOURCES:
+        cached = window.histogram_delta(cached_name, group) if cached_name == c.REQUEST_CACHED_TOKENS else None
+        cached_sum = cached.sum if cached is not None else window.increase(cached_name, group)
+        prompt = window.histogram_delta(input_name, group)
+        if cached_sum is not None and prompt is not None:
+            if prompt.sum <= 0:
+                return None, None, prompt.sum
+            return clamp01(cached_sum / prompt.sum), source, prompt.sum
+    if queries is None and hits is None:
+        # SGLang (and engines without lookup counters): cached prompt tokens over prompt tokens.
+        cached_tokens = window.increase(c.PROMPT_TOKENS_CACHED, group)
+        prompt_tokens = window.increase(c.PROMPT_TOKENS, group)
+        if cached_tokens is not None and prompt_tokens is not None:
+            if prompt_tokens <= 0:
+                return None, None, prompt_tokens
+            return clamp01(cached_tokens / prompt_tokens), "tokens", prompt_tokens
     gauge = window.gauge(c.PREFIX_CACHE_HIT_RATE_GAUGE, group)
     if gauge is not None and gauge >= 0:  # within 0..1: validated by the adapter
         return gauge, "gauge", None
     return None, None, None
+
+
+_TOKEN_SOURCES: tuple[tuple[str, str, HitSource], ...] = (
+    # Dynamo frontend: the cached tokens each request's usage reports (the engine's own count)
+    # over the request's input tokens; then the KV router's cached-prefix tokens on the worker it
+    # chose over the tokens it routed (its estimate, prefill/aggregated routing only).
+    (c.REQUEST_CACHED_TOKENS, c.REQUEST_PROMPT_TOKENS, "frontend"),
+    (c.ROUTER_CACHED_PREFIX_TOKENS, c.ROUTER_INPUT_TOKENS, "router"),
+)
 
 
 def eviction_rate(window: WindowView, group: Group) -> tuple[float | None, bool]:

@@ -3,7 +3,14 @@
 Sources, in order of preference (the first with data wins; its name goes in the `source` label):
 1. `vllm_metrics`: the `vllm:nixl_*` histograms and failure counter on the decode target
    (canonical `nixl_xfer_seconds`, `nixl_post_seconds`, `nixl_bytes`, `nixl_failed_transfers`);
-2. `nixl_exporter`: NIXL's own Prometheus exporter (`nixl_agent_*` counters): no quantiles;
+2. `sglang_metrics` / `trtllm_metrics` / `dynamo_metrics` (a Dynamo worker passing its engine's
+   series through): the engine's own per-request KV-transfer series in P/D
+   (canonical `kv_transfer_seconds`, `kv_transfer_bytes` histograms; SGLang's transfer-failure
+   counter; Triton's running totals `kv_transfer_time_seconds` / `kv_transfers`, no quantiles).
+   Recorded on the prefill side, so every engine target is read, each under its own `target`
+   label; the P/D queues (SGLang) go into the recommendation's evidence. SGLang measures a
+   request from entering the transfer queue to done, so queueing is inside its figure;
+2b. `nixl_exporter`: NIXL's own Prometheus exporter (`nixl_agent_*` counters): no quantiles;
 3. `telemetry_ring`: transfers decoded from the NIXL telemetry rings: exact quantiles;
 4. `log`: vLLM's `KV Transfer metrics:` lines: the p90 is the largest per-interval p90, an upper
    bound of the pooled p90 (each interval has >= 90% of its transfers at or below it); no
@@ -69,6 +76,8 @@ class WindowLike(Protocol):
 
     def increase(self, name: str, group: Group) -> float | None: ...
 
+    def gauge(self, name: str, group: Group) -> float | None: ...
+
     def span(self) -> float: ...
 
 
@@ -86,6 +95,8 @@ class NixlFigures:
     quantiles: Mapping[float, float] = field(default_factory=dict)
     ttft_seconds_sum: float | None = None  # decode-side TTFT over the same window
     ttft_count: float | None = None
+    queued: Mapping[str, float] = field(default_factory=dict)
+    """Requests in the engine's P/D transfer queues at the last scrape (SGLang), for the evidence."""
 
     @property
     def mean_seconds(self) -> float | None:
@@ -164,6 +175,69 @@ def figures_from_vllm(window: WindowLike) -> list[NixlFigures]:
             )
         )
     return out
+
+
+_TRANSFER_QUEUES: tuple[tuple[str, str], ...] = (
+    ("prefill_bootstrap", c.PD_PREFILL_BOOTSTRAP_QUEUE),
+    ("prefill_inflight", c.PD_PREFILL_INFLIGHT_QUEUE),
+    ("decode_prealloc", c.PD_DECODE_PREALLOC_QUEUE),
+    ("decode_transfer", c.PD_DECODE_TRANSFER_QUEUE),
+)
+
+
+def _queued(window: WindowLike, group: Group) -> dict[str, float]:
+    out = {}
+    for label, name in _TRANSFER_QUEUES:
+        value = window.gauge(name, group)
+        if value is not None and math.isfinite(value):
+            out[label] = value
+    return out
+
+
+def figures_from_engine(window: WindowLike, source: str) -> list[NixlFigures]:
+    """SGLang / TensorRT-LLM per-request transfer histograms, or Triton's running totals; SGLang's
+    P/D queue depths ride along as evidence."""
+    out: list[NixlFigures] = []
+    for group in window.groups():
+        xfer = window.histogram_delta(c.KV_TRANSFER_SECONDS, group)
+        failed = window.increase(c.KV_TRANSFER_FAILURES, group)
+        queued = _queued(window, group)
+        if xfer is not None:
+            quantiles: dict[float, float] = {}
+            if xfer.count > 0:
+                for q in QUANTILES:
+                    value = histogram_quantile(q, xfer.buckets)
+                    if value is not None and math.isfinite(value):
+                        quantiles[q] = value
+            size = window.histogram_delta(c.KV_TRANSFER_BYTES, group)
+            out.append(
+                NixlFigures(
+                    source=source,
+                    group=group,
+                    transfers=xfer.count,
+                    xfer_seconds_sum=xfer.sum,
+                    seconds=max(xfer.seconds, window.span()),
+                    bytes_sum=size.sum if size is not None else None,
+                    failures=failed,
+                    quantiles=quantiles,
+                    queued=queued,
+                )
+            )
+            continue
+        total = window.increase(c.KV_TRANSFER_TIME_SECONDS, group)
+        count = window.increase(c.KV_TRANSFERS, group)
+        if total is not None and count is not None:
+            out.append(
+                NixlFigures(source=source, group=group, transfers=count, xfer_seconds_sum=total,
+                            seconds=window.span(), failures=failed, queued=queued)
+            )
+    return out
+
+
+def engine_source(kind: str) -> str:
+    """The `source` label of an engine's own transfer series: `sglang_metrics`, `trtllm_metrics`
+    (`dynamo_metrics` when a Dynamo worker passes its engine's series through)."""
+    return f"{kind}_metrics"
 
 
 def figures_from_exporter(window: WindowLike, decode_window: WindowLike | None) -> list[NixlFigures]:
@@ -413,6 +487,8 @@ def recommend(
     bps = figures.bytes_per_second
     if bps is not None:
         evidence["bytes_per_second"] = round(bps, 1)
+    for queue, depth in figures.queued.items():
+        evidence[f"{queue}_queue_requests"] = depth
 
     slow_p90 = p90 is not None and p90 >= t.nixl_slow_p90_seconds
     slow_share = share is not None and share >= t.nixl_slow_ttft_share
@@ -487,12 +563,21 @@ def analyze_nixl(
     *,
     exporter_window: WindowLike | None = None,
     ring_errors: Sequence[NixlRingError] = (),
+    engine_windows: Sequence[tuple[Mapping[str, str], str, WindowLike]] = (),
 ) -> tuple[list[Signal], list[Recommendation]]:
     """Signals from every source that has data in the window, each named in the `source` label, so
     the sources can be checked against each other; recommendations from the most trusted source
-    only (vLLM metrics, then NIXL's exporter, then rings, then logs). Nothing without data."""
+    only (vLLM metrics, then the engines' own transfer series, then NIXL's exporter, then rings,
+    then logs). Nothing without data. `engine_windows`: (base labels, engine kind, window) of the
+    SGLang / TensorRT-LLM targets, read for their own transfer series."""
+    engine_figures = [
+        (labels, fig)
+        for labels, kind, window in engine_windows
+        for fig in figures_from_engine(window, engine_source(kind))
+    ]
     by_source: list[list[NixlFigures]] = [
         figures_from_vllm(decode_window) if decode_window is not None else [],
+        [fig for _, fig in engine_figures],
         figures_from_exporter(exporter_window, decode_window) if exporter_window is not None else [],
         figures_from_ring(transfers, ring_errors, now, settings.window_seconds, decode_window),
         figures_from_logs(log_events, now, settings.window_seconds, decode_window),
@@ -500,11 +585,13 @@ def analyze_nixl(
     preferred = next((figures for figures in by_source if figures), [])
     backend = L.nixl_backend(log_events)
     telemetry_disabled = any(e.kind == L.NIXL_TELEMETRY_DISABLED for e in log_events)
+    labels_of = {id(fig): labels for labels, fig in engine_figures}
     signals: list[Signal] = []
     recommendations: list[Recommendation] = []
     for figures in by_source:
         for fig in figures:
-            signals.extend(figures_to_signals(fig, base_labels))
+            signals.extend(figures_to_signals(fig, labels_of.get(id(fig), base_labels)))
     for fig in preferred:
-        recommendations.extend(recommend(fig, settings, base_labels, backend, telemetry_disabled))
+        labels = labels_of.get(id(fig), base_labels)
+        recommendations.extend(recommend(fig, settings, labels, backend, telemetry_disabled))
     return signals, recommendations

@@ -98,7 +98,7 @@ def detect_burst(
         severity="warning",
         message=(
             f"Arrivals jumped to {trend.short:.2f}/s, {ratio:.1f}x the {trend.long:.2f}/s baseline: "
-            "expect queueing; scale the prefill pool ahead of the queue or enable admission control."
+            "expect queueing; add capacity ahead of the queue or enable admission control."
         ),
         evidence={
             "arrival_rate_short_per_second": round(trend.short, 4),
@@ -159,7 +159,7 @@ def detect_kv_pressure_precursor(
         severity="warning",
         message=(
             f"KV-cache usage is {current:.0%} and rising {slope * 60:.1%} per minute: preemptions start in "
-            f"about {eta:.0f} s; add decode capacity or cap concurrency now."
+            f"about {eta:.0f} s; add KV capacity or replicas, or cap concurrency now."
         ),
         evidence={
             "kv_usage_ratio": round(current, 4),

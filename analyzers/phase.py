@@ -188,6 +188,24 @@ def pool_phase_load(
                  slo_ttft, slo_itl)
 
 
+def pool_phase_load_with_admission(
+    prefill_pool: PhaseTimes, decode_pool: PhaseTimes, decode_kv_utilization: float | None,
+    decode_preemptions_per_second: float | None, slo_ttft: float | None, slo_itl: float | None,
+) -> PhaseLoad | None:
+    """`pool_phase_load` where the decode pool's own TTFT is its admission wait (plus its first
+    step): in a P/D deployment the user's TTFT holds the prefill pool's time *and* the wait for a
+    decode seat, and a decode pool that makes requests wait for a seat uses the TTFT budget too.
+    L_D = max(mean ITL / ITL budget, saturation, mean decode-side TTFT / TTFT budget)."""
+    load = pool_phase_load(prefill_pool, decode_pool, decode_kv_utilization, decode_preemptions_per_second,
+                           slo_ttft, slo_itl)
+    admission = decode_pool.ttft.mean
+    if load is None or admission is None:
+        return load
+    ttft_budget, _ = _budgets(slo_ttft, slo_itl)
+    decode_load = max(load.decode_load, admission / ttft_budget)
+    return PhaseLoad(load.prefill_load, decode_load, load.decode_saturation, load.prefill_load / decode_load)
+
+
 def prefill_path_load(times: PhaseTimes | None, role: str, slo_ttft: float | None) -> float | None:
     """Share of the TTFT budget a dedicated prefill engine's (queue + prefill) uses; None elsewhere.
 

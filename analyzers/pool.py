@@ -14,6 +14,7 @@ from phaselens.analyzers.backlog import uncached_tokens_per_request
 from phaselens.analyzers.disaggregation import DisaggregationInputs, disaggregation_score
 from phaselens.analyzers.goodput import request_rate
 from phaselens.analyzers.kv_cache import kv_utilization, prefix_hit_ratio
+from phaselens.analyzers.kv_pressure import PINNED_AT, KvPressure, kv_pressure
 from phaselens.analyzers.phase import (
     Moments,
     PhaseTimes,
@@ -86,13 +87,19 @@ def _uncached_prompt_tokens(prefill: list[Member]) -> float | None:
     return _mean(values)
 
 
+def _kv_pressure(member: Member, settings: Settings) -> KvPressure | None:
+    utilization = kv_utilization(member.view, member.group)
+    return kv_pressure(member.view, member.group, utilization, PINNED_AT, settings.kv_offload_tier)
+
+
 def _analyze_model(
     model: str, prefill: list[Member], decode: list[Member], settings: Settings, sink: SignalSink
 ) -> list[Recommendation]:
     base = {"target": POOL_TARGET, "role": POOL_ROLE, "model_name": model, "engine": POOL_ENGINE}
     prefill_times = merge_times(t for m in prefill if (t := phase_times(m.view, m.group)) is not None)
     decode_times = merge_times(t for m in decode if (t := phase_times(m.view, m.group)) is not None)
-    kv_values = [u for m in decode if (u := kv_utilization(m.view, m.group)) is not None]
+    # The KV signal that means pressure: the utilization unless a host tier pins it (kv_pressure.py).
+    kv_values = [p.value for m in decode if (p := _kv_pressure(m, settings)) is not None]
     decode_kv = _mean(kv_values)
     preempt = [p for m in decode if (p := m.view.rate(c.PREEMPTIONS, m.group)) is not None]
     decode_preemptions = sum(preempt) if preempt else None

@@ -283,7 +283,7 @@ class QueueIntelligence:
                     message=(
                         f"{probability:.0%} of requests arriving now are predicted to miss the "
                         f"{slo:g} s TTFT SLO "
-                        f"({obs.waiting:.0f} queued): add prefill capacity or shed load."
+                        f"({obs.waiting:.0f} queued): add capacity or shed load."
                     ),
                     evidence={
                         "breach_probability": round(probability, 4),

@@ -92,7 +92,15 @@ def arrival_counts(window: TargetWindow, group: Group, horizon: float | None = N
 
     vLLM has no arrival counter; every request that arrived is now waiting, running or finished
     (any finished_reason, aborts included), so arrivals = completions + growth of the population.
+    A Dynamo frontend counts arrivals as they happen (`requests_started`): then its increases are
+    the arrivals, per step.
     """
+    started = window.gauge_series(cn.REQUESTS_STARTED, group, horizon)
+    if len(started) >= 2:
+        return [
+            (t1 - t0, v1 - v0 if v1 >= v0 else v1)  # a counter reset restarts from 0
+            for (t0, v0), (t1, v1) in itertools.pairwise(started)
+        ]
     finished = dict(window.gauge_series(cn.REQUEST_SUCCESS, group, horizon))
     waiting = dict(window.gauge_series(cn.REQUESTS_WAITING, group, horizon))
     running = dict(window.gauge_series(cn.REQUESTS_RUNNING, group, horizon))
@@ -131,6 +139,10 @@ def observe(window: TargetWindow, group: Group, horizon: float | None = None) ->
     latest = window.latest
     waiting = window.gauge(cn.REQUESTS_WAITING, group)
     running = window.gauge(cn.REQUESTS_RUNNING, group)
+    if running is None and waiting is not None:
+        # A Dynamo frontend has no running gauge: what is in flight and not queued is being served.
+        inflight = window.gauge(cn.INFLIGHT_REQUESTS, group)
+        running = max(0.0, inflight - waiting) if inflight is not None else None
     if latest is None or waiting is None or running is None:
         return None
     seconds = window.span(horizon)

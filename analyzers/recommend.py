@@ -97,7 +97,7 @@ def kv_cache_pressure(f: TargetFindings, t: Thresholds) -> Recommendation | None
     message = (
         f"KV cache reached {u:.0%} full and requests are being preempted ({pre:.2f}/s): give the KV cache "
         "more memory (raise gpu_memory_utilization or use an fp8 kv_cache_dtype), lower max_num_seqs, "
-        "or add decode replicas."
+        f"or add {'decode ' if f.scope.role == 'decode' else ''}replicas."
     )
     severity = "critical" if excess >= 0.8 else "warning"
     return _rec("KV_CACHE_PRESSURE", severity, message, evidence, conf, f.scope)

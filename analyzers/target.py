@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from phaselens.analyzers.backlog import PrefillBacklog, prefill_backlog
 from phaselens.analyzers.goodput import Attainment, GoodputSummary, goodput_summary, request_rate
 from phaselens.analyzers.kv_cache import KvCacheHealth, kv_cache_health
+from phaselens.analyzers.kv_pressure import PINNED_AT, KvPressure, kv_pressure
 from phaselens.analyzers.latency import LatencyQuantiles, latency_summary
 from phaselens.analyzers.phase import (
     PhaseLoad,
@@ -63,6 +64,7 @@ class GroupMeasurements:
 
     group: Group
     kv: KvCacheHealth
+    pressure: KvPressure | None
     latency: Mapping[str, LatencyQuantiles]
     goodput: GoodputSummary
     backlog: PrefillBacklog
@@ -76,16 +78,25 @@ class GroupMeasurements:
 
 def measure_group(window: WindowView, group: Group, role: str, settings: Settings) -> GroupMeasurements:
     kv = kv_cache_health(window, group)
+    pressure = kv_pressure(window, group, kv.utilization, PINNED_AT, settings.kv_offload_tier)
     times = phase_times(window, group)
     load = None
     if role == "aggregated" and times is not None:
-        load = aggregated_phase_load(times, kv.utilization, kv.preemptions_per_second,
+        # Decode saturation from the KV signal that means pressure (utilization unless a host tier pins it).
+        kv_load = pressure.value if pressure is not None else kv.utilization
+        load = aggregated_phase_load(times, kv_load, kv.preemptions_per_second,
                                      settings.slo_ttft_seconds, settings.slo_itl_seconds)
     rate = request_rate(window, group)
-    goodput = goodput_summary(window, group, settings.slo_ttft_seconds, settings.slo_itl_seconds)
+    # A Dynamo decode worker's TTFT is its first token after the KV arrived, not the user's: no
+    # TTFT attainment (nor a joint one, nor goodput) from it; the frontend target has the user's.
+    slo_ttft = None if dynamo_decode(window, role) else settings.slo_ttft_seconds
+    goodput = goodput_summary(window, group, slo_ttft, settings.slo_itl_seconds)
+    if slo_ttft is None and settings.slo_ttft_seconds is not None:
+        goodput = replace(goodput, joint=None, goodput_lower_per_second=None, goodput_upper_per_second=None)
     return GroupMeasurements(
         group=group,
         kv=kv,
+        pressure=pressure,
         latency=latency_summary(window, group),
         goodput=goodput,
         backlog=prefill_backlog(window, group, kv.hit_ratio),
@@ -96,6 +107,11 @@ def measure_group(window: WindowView, group: Group, role: str, settings: Setting
         prompt_tokens_per_second=window.rate(c.PROMPT_TOKENS, group),
         idle=is_idle(window, group),
     )
+
+
+def dynamo_decode(window: WindowView, role: str) -> bool:
+    latest = window.latest
+    return role == "decode" and latest is not None and latest.engine_kind == "dynamo"
 
 
 def is_idle(window: WindowView, group: Group) -> bool:
@@ -121,6 +137,8 @@ def group_signals(m: GroupMeasurements, base: Mapping[str, str], sink: SignalSin
     sink.add("phaselens_prefill_queue_depth", base, m.backlog.queue_depth)
     sink.add("phaselens_prefill_backlog_seconds", base, m.backlog.backlog_seconds)
     sink.add("phaselens_decode_kv_utilization_ratio", base, m.kv.utilization)
+    if m.pressure is not None:
+        sink.add("phaselens_decode_kv_pressure_ratio", base, m.pressure.value, basis=m.pressure.basis)
     if m.times is not None:
         sink.add("phaselens_phase_prefill_time_share_ratio", base,
                  prefill_time_share(m.times.prefill, m.times.decode))

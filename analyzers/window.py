@@ -29,7 +29,7 @@ from phaselens.model import EngineSnapshot, Histogram, Labels, label_value
 from phaselens.parsers.engines.canonical import (
     COUNTERS,
     FINISHED_REQUESTS,
-    RATIOS,
+    MAX_COMBINED,
     REQUESTS_RUNNING,
     REQUESTS_WAITING,
 )
@@ -280,7 +280,7 @@ class TargetWindow:
             values = [value for value, _ in parts if not math.isnan(value)]
             if not values:
                 continue
-            value = max(values) if name in RATIOS else sum(values)
+            value = max(values) if name in MAX_COMBINED else sum(values)
             if name in COUNTERS:
                 labels = self._generation(folded, (name, labels), parts, value)
             out_scalars.setdefault(name, []).append((labels, value))

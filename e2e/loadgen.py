@@ -105,6 +105,7 @@ class RequestRecord:
     tpot: float | None = None  # (end - first token) / (output_tokens - 1), as vLLM's benchmark
     itl_max: float | None = None  # longest gap between two streamed chunks
     prompt_tokens: int | None = None
+    cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens, when the server says
     output_tokens: int = 0
     outcome: str = "ok"  # "ok" or "error: ..."
     prefill_seconds: float | None = None  # P/D only: the prefill step's duration
@@ -214,6 +215,9 @@ async def _stream_completion(
                 if usage:
                     rec.prompt_tokens = usage.get("prompt_tokens")
                     rec.output_tokens = int(usage.get("completion_tokens") or 0)
+                    details = usage.get("prompt_tokens_details")
+                    if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+                        rec.cached_tokens = details["cached_tokens"]
                 for choice in msg.get("choices") or []:
                     # Random weights can emit bytes that are not yet valid UTF-8: the chunk then
                     # has empty text but carries token ids, and it is still a token arriving.
@@ -231,6 +235,7 @@ async def one_request(
     max_tokens: int,
     rec: RequestRecord,
     prefill_url: str | None = None,
+    token_ids: bool = True,
 ) -> RequestRecord:
     body: dict[str, Any] = {
         "model": "tiny",
@@ -243,6 +248,8 @@ async def one_request(
         "stream_options": {"include_usage": True},
         "return_token_ids": True,
     }
+    if not token_ids:  # Dynamo's frontend rejects the vLLM-only `return_token_ids` (HTTP 400)
+        del body["return_token_ids"]
     rec.start = time.time()
     try:
         if prefill_url is not None:
@@ -297,6 +304,7 @@ async def run_phase(
     counter: list[int],
     prefill_url: str | None = None,
     lag: LoopLag | None = None,
+    token_ids: bool = True,
 ) -> list[RequestRecord]:
     if lag is not None:
         lag.take()
@@ -310,7 +318,7 @@ async def run_phase(
         n_words = rng.randint(*phase.prompt_words)
         prompt = random_prompt(rng, n_words, SHARED_PREFIX if phase.shared_prefix else "")
         rec = RequestRecord(id=f"r{counter[0]:05d}", phase=phase.name, prefix=phase.shared_prefix)
-        await one_request(session, url, prompt, rng.randint(*phase.output_tokens), rec, prefill_url)
+        await one_request(session, url, prompt, rng.randint(*phase.output_tokens), rec, prefill_url, token_ids)
         writer.request(rec)
         done.append(rec)
 
@@ -353,6 +361,7 @@ async def run_phases(
     seed: int = 0,
     prefill_url: str | None = None,
     timeout_s: float = 600.0,
+    token_ids: bool = True,
 ) -> list[RequestRecord]:
     rng = random.Random(seed)
     counter = [0]
@@ -367,7 +376,9 @@ async def run_phases(
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                 for phase in phases:
-                    records += await run_phase(session, url, phase, writer, rng, counter, prefill_url, lag)
+                    records += await run_phase(
+                        session, url, phase, writer, rng, counter, prefill_url, lag, token_ids
+                    )
         finally:
             lag.stop()
     return records
@@ -380,8 +391,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="ground-truth JSON-lines file (appended)")
     ap.add_argument("--phases", required=True, nargs="+", type=Phase.parse)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-token-ids", action="store_true",
+                    help="do not ask for return_token_ids (Dynamo's frontend rejects it with HTTP 400)")
     args = ap.parse_args(argv)
-    recs = asyncio.run(run_phases(args.url.rstrip("/"), args.phases, args.out, args.seed, args.prefill_url))
+    recs = asyncio.run(run_phases(args.url.rstrip("/"), args.phases, args.out, args.seed, args.prefill_url,
+                                  token_ids=not args.no_token_ids))
     errors = sum(1 for r in recs if r.outcome != "ok")
     print(f"loadgen: {len(recs)} requests, {errors} errors -> {args.out}")
     return 0

@@ -9,7 +9,7 @@ exported at known instants with the client's ground truth.
 Why not `phaselens record`: one process scraping every role at the same instant keeps the
 prefill and decode recordings aligned, and the run keeps working while the sidecar is the thing
 under test. The format is the same, so `phaselens replay` reads these folders.
-Usage: python e2e/recorder.py --out DIR --target ROLE=URL [...] [--sidecar URL] [--interval 1]
+Usage: python e2e/recorder.py --out DIR --target ROLE=URL [...] [--sidecar [NAME=]URL ...] [--interval 1]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import FrameType
+from typing import TextIO
 
 
 def scrape(url: str, timeout_s: float) -> tuple[float, bytes | None, str]:
@@ -52,7 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--target", action="append", type=parse_target, default=[], help="ROLE=METRICS_URL")
-    ap.add_argument("--sidecar", help="sidecar base URL (http://host:port)")
+    ap.add_argument(
+        "--sidecar",
+        action="append",
+        default=[],
+        help="sidecar base URL, [NAME=]http://host:port (repeatable; a named one records to "
+        "signals-NAME.jsonl and sidecar-NAME/)",
+    )
     ap.add_argument("--interval", type=float, default=1.0)
     args = ap.parse_args(argv)
 
@@ -65,12 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     jobs: list[tuple[str, str]] = list(args.target)
-    if args.sidecar:
-        base = args.sidecar.rstrip("/")
-        jobs += [("__sidecar_metrics", f"{base}/metrics"), ("__sidecar_signals", f"{base}/signals")]
+    signals_out: dict[str, TextIO] = {}
+    sidecar_dirs: dict[str, str] = {}
+    for spec in args.sidecar:
+        head, sep, tail = spec.partition("=")
+        name, base = (head, tail) if sep and not head.startswith("http") else ("", spec)
+        base = base.rstrip("/")
+        suffix = f"-{name}" if name else ""
+        jobs += [(f"__sidecar_metrics{suffix}", f"{base}/metrics"), (f"__sidecar_signals{suffix}", f"{base}/signals")]
+        signals_out[f"__sidecar_signals{suffix}"] = (args.out / f"signals{suffix}.jsonl").open("a")
+        sidecar_dirs[f"__sidecar_metrics{suffix}"] = f"sidecar{suffix}"
     counts = {name: 0 for name, _ in jobs}
     errors = (args.out / "recorder-errors.log").open("a")
-    signals_out = (args.out / "signals.jsonl").open("a")
     next_tick = time.monotonic()
     while not stopping.is_set():
         results: dict[str, tuple[float, bytes | None, str]] = {}
@@ -88,16 +101,16 @@ def main(argv: list[str] | None = None) -> int:
                 errors.write(f"{when:.3f} {name} {err}\n")
                 errors.flush()
                 continue
-            if name == "__sidecar_signals":
+            if name in signals_out:
                 try:
                     payload = json.loads(body)
                 except json.JSONDecodeError as exc:
                     errors.write(f"{when:.3f} {name} bad JSON: {exc}\n")
                     continue
-                signals_out.write(json.dumps({"t": when, "signals": payload}) + "\n")
-                signals_out.flush()
+                signals_out[name].write(json.dumps({"t": when, "signals": payload}) + "\n")
+                signals_out[name].flush()
             else:
-                folder = args.out / ("sidecar" if name == "__sidecar_metrics" else f"scrapes/{name}")
+                folder = args.out / sidecar_dirs.get(name, f"scrapes/{name}")
                 write_scrape(folder, counts[name], when, body)
             counts[name] += 1
         next_tick += args.interval

@@ -1,9 +1,10 @@
 """Recommendations as JSON lines on stdout (the pod log), deduplicated and rate-limited.
 
 One object per line (DESIGN.md): `ts`, `level`, `event="recommendation"`, `code`, `severity`,
-`message`, `evidence`, `confidence`, `action`, `target`, `role`. The same (code, target) is
-printed at most once per `min_interval_seconds`: a persistent condition repeats as a reminder,
-not as a flood. `action` is `Recommendation.action` (calibration gating happens upstream).
+`message`, `evidence`, `confidence`, `action`, `target`, `role`, `cause`, `remedy`. The same
+(code, target, cause) is printed at most once per `min_interval_seconds`: a persistent condition
+repeats as a reminder, not as a flood, and a new cause prints at once. `action` is
+`Recommendation.action` (calibration gating happens upstream).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def recommendation_fields(rec: Recommendation) -> dict[str, Any]:
         "action": rec.action,
         "target": rec.target,
         "role": rec.role,
+        "cause": rec.cause,
+        "remedy": rec.remedy,
     }
 
 
@@ -56,7 +59,7 @@ class RecommendationSink:
     def __init__(self, min_interval_seconds: float, stream: TextIO | None = None) -> None:
         self.min_interval = min_interval_seconds
         self._stream = stream
-        self._last_sent: dict[tuple[str, str], float] = {}
+        self._last_sent: dict[tuple[str, str, str], float] = {}
         self.sent: Counter[str] = Counter()
         self.suppressed = 0
 
@@ -65,7 +68,7 @@ class RecommendationSink:
         return self._stream or sys.stdout
 
     def admit(self, rec: Recommendation, ts: float) -> bool:
-        key = (rec.code, rec.target)
+        key = (rec.code, rec.target, rec.cause)
         last = self._last_sent.get(key)
         if last is not None and ts - last < self.min_interval:
             self.suppressed += 1

@@ -85,6 +85,14 @@ SPECS: tuple[SignalSpec, ...] = (
         "Fraction of the KV-cache block pool held by running requests (0-1).",
         "autoscaling",
     ),
+    _spec(
+        "phaselens_decode_kv_pressure_ratio",
+        "1",
+        "Decode KV pressure (0-1): the KV utilization, unless a host/offload tier keeps it pinned "
+        "without preemptions; then the KV held by running requests or the preemption/KV-wait evidence.",
+        "autoscaling",
+        ("basis",),
+    ),
     # phases
     _spec(
         "phaselens_phase_prefill_time_share_ratio",
@@ -235,6 +243,14 @@ SPECS: tuple[SignalSpec, ...] = (
         "1",
         "Rolling expected calibration error of the SLO-breach probability.",
         "queue",
+    ),
+    # diagnosis
+    _spec(
+        "phaselens_diagnosis",
+        "1",
+        "1 for the current primary cause of the target or pool, 0 for every other cause (docs/diagnosis.md).",
+        "diagnosis",
+        ("cause",),
     ),
     # gpu (NVML; absent when no driver)
     _spec(

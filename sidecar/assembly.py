@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
+from phaselens.analyzers.diagnosis import Diagnosis
 from phaselens.analyzers.queue_intelligence import QueueIntelligence
 from phaselens.analyzers.window import TargetWindow
 from phaselens.clock import Clock
+from phaselens.dynamo_stage import DynamoStage
 from phaselens.inputs import NixlStage
 from phaselens.logs import get_logger, log_event
 from phaselens.model import GpuReading, Recommendation, Signal, Target
@@ -66,12 +68,22 @@ def build_pipeline(
     """The full pipeline. `replay` reads side inputs as recorded files and keeps no state file."""
     nixl = NixlStage(settings, replay=replay)
     queue = QueueStage(settings, replay=replay)
+    diagnosis = Diagnosis(settings)
+
+    def diagnose(
+        now: float, fresh: Mapping[str, tuple[Target, TargetWindow]], signals: Sequence[Signal],
+        recommendations: Sequence[Recommendation],
+    ) -> tuple[Sequence[Signal], Sequence[Recommendation]]:
+        result = diagnosis.tick(now, fresh, signals, recommendations)
+        return result.signals, result.recommendations
+
     pipeline = Pipeline(
         settings,
         clock,
         targets=targets,
-        extra_stages=[("nixl", nixl), ("queue", queue)],
+        extra_stages=[("nixl", nixl), ("dynamo", DynamoStage(settings)), ("queue", queue)],
         gate=queue.gate,
+        diagnose=diagnose,
     )
     pipeline.closers.extend([nixl.close, queue.close])
     return pipeline

@@ -28,6 +28,7 @@ from phaselens.model import TickResult
 from phaselens.redact import redact
 from phaselens.settings import ConfigError, Settings
 from phaselens.sources.recording import RecordingError, load_all, merge_by_time
+from phaselens.verdict import VerdictLog, human_line
 
 _log = get_logger("cli")
 REPLAY_OPTIONS = (
@@ -110,7 +111,9 @@ def _run_run(args: argparse.Namespace) -> int:
 
 def _configure_replay(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="[ROLE=]PATH", help="folder or .tar.gz of NNNN.prom scrapes")
-    parser.add_argument("--jsonl", action="store_true", help="print one JSON object per tick")
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--jsonl", action="store_true", help="print one JSON object per tick")
+    out.add_argument("--json", action="store_true", help="print recommendations as the pod-log JSON lines")
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON settings file")
     add_options(parser, only=REPLAY_OPTIONS)
 
@@ -130,17 +133,31 @@ def _run_replay(args: argparse.Namespace) -> int:
     clock = ManualClock()
     pipeline = build_pipeline(settings, clock, targets=targets, replay=True)
     sink = RecommendationSink(settings.recommendation_min_interval_seconds)
+    verdict = VerdictLog()
+    held: list[str] = []
     ticks = 0
     try:
         for tick in replay_ticks(pipeline, clock, merge_by_time(sources)):
             ticks += 1
             if args.jsonl:
                 sys.stdout.write(tick_json(tick) + "\n")
-            else:
+            elif args.json:
                 sink.emit(tick.recommendations, tick.time)
+            else:
+                verdict.observe(tick)
+                for rec in tick.recommendations:
+                    if sink.admit(rec, tick.time):
+                        sink.sent[rec.code] += 1
+                        held.append(human_line(rec, tick.time - (verdict.start or tick.time)))
     except RecordingError as exc:
         print(f"phaselens replay: {exc}", file=sys.stderr)
         return 2
+    if not args.jsonl and not args.json:
+        # The verdict first, then the details (the same human form as `demo`).
+        span = (verdict.end or 0.0) - (verdict.start or 0.0)
+        sys.stdout.write("\n".join(verdict.lines()) + "\n\nDetails:\n" + "".join(f"{line}\n" for line in held))
+        sys.stdout.write(f"Replayed {ticks} ticks ({span:.0f} s); recommendations: {sum(sink.sent.values())} "
+                         f"({', '.join(sorted(sink.sent)) or 'none'})\n")
     sys.stdout.flush()
     log_event(
         _log,

@@ -25,7 +25,7 @@ from phaselens.sources.auth_file import AuthFile, AuthFileError
 
 ENV_PREFIX = "PHASELENS_"
 OTEL_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-ENGINES = ("auto", "vllm", "dynamo", "nixl")
+ENGINES = ("auto", "vllm", "dynamo", "nixl", "sglang", "trtllm")
 
 
 # --------------------------------------------------------------------------- converters
@@ -146,7 +146,7 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("--target", "targets", _text, "engine metrics endpoint, [ROLE=]URL (repeatable)", "[ROLE=]URL", True),
-    Option("--engine", "engine", _text, "engine kind of the targets: auto|vllm|dynamo", "KIND"),
+    Option("--engine", "engine", _text, "engine kind of the targets: auto|vllm|dynamo|sglang|trtllm", "KIND"),
     Option("--listen", "listen", _text, "serve /metrics, /healthz, /readyz, /signals here", "HOST:PORT"),
     Option("--interval", "interval_seconds", _float, "scrape interval in seconds (default 1)", "S"),
     Option("--jitter", "jitter_ratio", _float, "random jitter of the interval, as a fraction (default 0.1)", "R"),
@@ -215,6 +215,14 @@ OPTIONS: tuple[Option, ...] = (
         "gpu_telemetry",
         _bool,
         "read GPU telemetry through NVML when present",
+        boolean=True,
+    ),
+    Option(
+        "--kv-offload-tier",
+        "kv_offload_tier",
+        _bool,
+        "the engines keep KV in a host/offload tier their metrics may not show (LMCache, "
+        "Dynamo mocker --num-host-blocks): a pinned KV utilization is then not read as pressure",
         boolean=True,
     ),
     Option("--shutdown-timeout", "shutdown_timeout_seconds", _float, "graceful shutdown limit in seconds", "S"),

@@ -1,8 +1,9 @@
 """`phaselens demo`: the bundled real capture (vLLM 0.32.0, CPU, aggregated) through the pipeline.
 
-`--once` replays as fast as it can, prints recommendations as they happen and a summary.
-Without it the replay is paced (10x by default) while `/metrics` is served, and the last state
-keeps being served until Ctrl-C.
+Both modes print the verdict first (primary cause per episode, remedy, expected effect). `--once`
+then prints the recommendations in order and a summary. Without it the replay is paced (10x by
+default) while `/metrics` is served (the verdict comes from a quick unpaced pass first),
+recommendations print as they happen, and the last state keeps being served until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from phaselens.model import Recommendation, TickResult
 from phaselens.pipeline import Pipeline, replay_targets, replay_ticks
 from phaselens.settings import ConfigError, Settings
 from phaselens.sources.recording import RecordedSource, load_sources, merge_by_time
+from phaselens.verdict import VerdictLog, human_line
 
 CAPTURE = "vllm-0.32.0-cpu-aggregated.tar.gz"
 HEADLINES = (
@@ -76,11 +78,6 @@ class DemoSummary:
         return out
 
 
-def _human(rec: Recommendation, offset: float) -> str:
-    head = f"[+{offset:5.0f} s] {rec.severity.upper():8} {rec.code}"
-    return f"{head} ({rec.action}, {rec.confidence:.2f}): {rec.message}"
-
-
 def run_demo(
     once: bool,
     listen: str = "127.0.0.1:9469",
@@ -95,21 +92,30 @@ def run_demo(
     pipeline = build_pipeline(settings, clock, replay=True)
     sink = RecommendationSink(settings.recommendation_min_interval_seconds)  # its rate limit only
     summary = DemoSummary()
+    verdict = VerdictLog()
+    held: list[str] | None = [] if once else None  # --once: the verdict goes first, so lines wait
 
     def show(tick: TickResult) -> None:
         summary.observe(tick)
+        verdict.observe(tick)
         for rec in tick.recommendations:
             if not sink.admit(rec, tick.time):
                 continue
             summary.printed.append(rec)
-            line = recommendation_line(rec, tick.time) if as_json else _human(rec, tick.time - (summary.start or 0))
-            stream.write(line + "\n")
+            line = recommendation_line(rec, tick.time) if as_json else human_line(rec, tick.time - (summary.start or 0))
+            if held is not None:
+                held.append(line)
+            else:
+                stream.write(line + "\n")
         stream.flush()
 
     ticks = replay_ticks(pipeline, clock, merge_by_time(sources))
     if once:
         for tick in ticks:
             show(tick)
+        if not as_json:
+            stream.write("\n".join(verdict.lines()) + "\n\nDetails:\n")
+        stream.write("".join(line + "\n" for line in held or []))
         stream.write("\n".join(summary.lines()) + "\n")
         return 0
     try:
@@ -117,10 +123,25 @@ def run_demo(
     except ConfigError as exc:
         print(f"phaselens demo: {exc}", file=sys.stderr)
         return 2
+    if not as_json:
+        # The verdict first here too: an unpaced pass over the same capture (about a second).
+        stream.write("\n".join(run_verdict(sources, settings)) + "\n\n")
     stream.write(f"Serving http://{host}:{port}/metrics while replaying at {speed:g}x (Ctrl-C to stop).\n")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve_paced(pipeline, ticks, show, host, port, speed, summary, stream))
     return 0
+
+
+def run_verdict(sources: list[RecordedSource], settings: Settings) -> list[str]:
+    """The verdict of a whole capture, from a separate unpaced pipeline."""
+    clock = ManualClock()
+    pipeline = build_pipeline(settings, clock, replay=True)
+    verdict = VerdictLog()
+    try:
+        verdict.observe_all(replay_ticks(pipeline, clock, merge_by_time(sources)))
+    finally:
+        pipeline.close()
+    return verdict.lines()
 
 
 async def _serve_paced(

@@ -192,6 +192,16 @@ class NixlStage:
         side = _decode_side(fresh)
         if side is None:
             return [], []
+        engine_windows = []
+        for other, other_window in fresh.values():
+            latest = other_window.latest
+            # SGLang records transfers on the prefill side: every engine target is read (a target
+            # without the engine transfer series gives nothing).
+            if latest is not None and latest.engine_kind not in ("nixl", "vllm", "unknown"):
+                other_groups = other_window.groups()
+                other_model, other_engine = other_groups[0] if other_groups else ("", "0")
+                labels = {"target": other.name, "role": other.role, "model_name": other_model, "engine": other_engine}
+                engine_windows.append((labels, latest.engine_kind, other_window))
         target, window = side
         groups = window.groups()
         model, engine = groups[0] if groups else ("", "0")
@@ -205,6 +215,7 @@ class NixlStage:
             base,
             exporter_window=_exporter_window(fresh),
             ring_errors=list(self.inputs.ring_errors),
+            engine_windows=engine_windows,
         )
 
     def close(self) -> None:

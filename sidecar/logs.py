@@ -2,8 +2,10 @@
 
 stdout is reserved for the recommendation stream (and `replay --jsonl`), so operational logs go
 to stderr. Event names are a contract for log queries: `settings`, `scrape_failed`,
-`target_recovered`, `parse_failed`, `analyzer_failed`, `signal_dropped`, `server_started`,
-`shutdown`, `otlp_enabled`, `record_written`.
+`target_recovered`, `parse_failed`, `analyzer_failed`, `signal_dropped`, `engine_metric_suspect`, `server_started`,
+`shutdown`, `otlp_enabled`, `record_written`; for a Dynamo deployment (sidecar/dynamo_stage.py)
+`dynamo_frontend_no_workers`, `dynamo_worker_unjoined`, `dynamo_worker_unknown_to_frontend`,
+`dynamo_worker_id_missing`, `dynamo_worker_gone`, `dynamo_frontend_gone`, `dynamo_issue_cleared`.
 
 Libraries log too (aiohttp's server on a bad request, asyncio, warnings): their records go
 through the same JSON formatter via a root handler, rate-limited per message so a flood of bad

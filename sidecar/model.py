@@ -17,7 +17,7 @@ Labels = tuple[tuple[str, str], ...]
 Role = Literal["aggregated", "prefill", "decode"]
 ROLES: tuple[Role, ...] = ("aggregated", "prefill", "decode")
 
-EngineKind = Literal["vllm", "dynamo", "nixl", "unknown"]
+EngineKind = Literal["vllm", "dynamo", "nixl", "sglang", "trtllm", "unknown"]
 
 
 def make_labels(pairs: Mapping[str, str] | Iterable[tuple[str, str]]) -> Labels:
@@ -109,6 +109,21 @@ class SeriesRejection:
     labels: Labels
     reason: str
 
+
+@dataclass(frozen=True, slots=True)
+class Suspect:
+    """A metric an engine reports that a reader would likely misread (unit, meaning).
+
+    `code` is stable (`ratio_in_percent`, `token_usage_max_of_pools`, `kv_utilization_pinned`);
+    `metric` names the raw (or canonical) series; `message` says what it means and what to use.
+    """
+
+    code: str
+    metric: str
+    message: str
+    value: float | None = None
+
+
 SeriesKey = tuple[str, Labels]
 """(canonical name, canonical labels). Canonical labels always include `model_name` and `engine`."""
 
@@ -132,6 +147,9 @@ class EngineSnapshot:
     engine_version_hint: str | None = None
     rejected: tuple[SeriesRejection, ...] = ()
     """Series treated as missing for this scrape (out of range, inconsistent, duplicated)."""
+
+    suspects: tuple[Suspect, ...] = ()
+    """Engine-aware plausibility findings on this scrape (parsers/engines/semantics.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +185,10 @@ class Recommendation:
     confidence: float
     target: str = ""
     role: str = ""
+    cause: str = ""
+    """The primary cause of its target or pool now (analyzers/diagnosis.py CAUSES), "" when none."""
+    remedy: str = ""
+    """A stable remedy code (analyzers/diagnosis.py REMEDIES), "" when none applies yet."""
 
     @property
     def action(self) -> Literal["act", "recommend", "escalate"]:
@@ -183,12 +205,22 @@ def action_for(confidence: float) -> Literal["act", "recommend", "escalate"]:
 
 
 @dataclass(frozen=True, slots=True)
+class EngineWarning:
+    """A `Suspect` seen on a target, as published in `/signals` (`warnings`)."""
+
+    target: str
+    suspect: Suspect
+    first_seen: float
+
+
+@dataclass(frozen=True, slots=True)
 class TickResult:
     """What the pipeline publishes once per tick: the exporters read only this."""
 
     time: float
     signals: tuple[Signal, ...]
     recommendations: tuple[Recommendation, ...] = ()
+    warnings: tuple[EngineWarning, ...] = ()
 
 
 # --------------------------------------------------------------------------- NIXL and log sources

@@ -5,6 +5,10 @@ offline (`replay`: the scrape times drive a ManualClock). Every stage and every 
 wrapped: an exception is logged (`parse_failed`, `analyzer_failed`) and counted, and the rest of
 the tick still publishes. Publishing swaps one reference (`latest`); exporters only read it.
 
+Engine warnings: each scrape's `suspects` (parsers/engines/semantics.py) and the window checks
+(`suspect_checks`, e.g. a KV utilization pinned by an offload tier) are logged once per target,
+code and metric (`engine_metric_suspect`), and the ones seen in the tick are published with it.
+
 Staleness: a target whose last good scrape is older than `settings.stale_after_seconds` exports
 only its self signals (`phaselens_target_up` 0, `phaselens_signal_age_seconds` saying how old);
 its analyzer signals and recommendations are withheld, so stale data is never shown as fresh.
@@ -15,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import importlib
-import importlib.util
 import logging
 import math
 import time
@@ -29,7 +31,16 @@ from phaselens.analyzers.window import TargetWindow
 from phaselens.clock import Clock, ManualClock
 from phaselens.exporters.specs import SPECS_BY_NAME
 from phaselens.logs import get_logger, log_event
-from phaselens.model import EngineSnapshot, Recommendation, Signal, Target, TickResult, make_labels
+from phaselens.model import (
+    EngineSnapshot,
+    EngineWarning,
+    Recommendation,
+    Signal,
+    Suspect,
+    Target,
+    TickResult,
+    make_labels,
+)
 from phaselens.settings import Settings
 from phaselens.sources.recording import RecordedSource, Tick
 from phaselens.sources.scraper import ScrapeResult
@@ -42,8 +53,13 @@ FreshWindows = Mapping[str, tuple[Target, TargetWindow]]
 ExtraStage = Callable[[float, FreshWindows], Findings]
 """Stages with state or inputs other than scrapes (NIXL telemetry, logs, queue intelligence):
 called with the tick's wall time and the fresh targets' windows, after the pure analyzers."""
+SuspectCheck = Callable[[TargetWindow, Target, Settings], Sequence[Suspect]]
+"""Window-level plausibility checks of one target (pure), run for every fresh target each tick."""
 RecommendationGate = Callable[[list[Recommendation]], list[Recommendation]]
 """Applied to every recommendation of a tick (calibration gating) before it is published."""
+DiagnoseStage = Callable[[float, FreshWindows, Sequence[Signal], Sequence[Recommendation]], Findings]
+"""The last stage (analyzers/diagnosis.py): one cause per target and pool, the tick's gated
+recommendations reconciled with it; returns the diagnosis signals and the recommendations to publish."""
 
 _log = get_logger("pipeline")
 _MAX_PENDING = 16
@@ -70,22 +86,25 @@ def parse_payload(payload: bytes, content_type: str | None, time_: float, engine
     return to_snapshot(exposition, time_, engine)
 
 
-def _optional(module: str, attribute: str) -> Callable[..., Findings] | None:
-    """An analyzer entry point if its module exists (other parts of the project may not be there yet)."""
-    if importlib.util.find_spec(module) is None:
-        return None
-    found = getattr(importlib.import_module(module), attribute, None)
-    return found if callable(found) else None
-
-
 def default_target_analyzers() -> list[tuple[str, TargetAnalyzer]]:
-    found = _optional("phaselens.analyzers.target", "analyze_target")
-    return [("target", found)] if found else []
+    """The per-target analyzers, in order (the one place they are wired)."""
+    from phaselens.analyzers.target import analyze_target
+
+    return [("target", analyze_target)]
 
 
 def default_pool_analyzers() -> list[tuple[str, PoolAnalyzer]]:
-    found = _optional("phaselens.analyzers.pool", "analyze_pool")
-    return [("pool", found)] if found else []
+    """The cross-target analyzers, in order (the one place they are wired)."""
+    from phaselens.analyzers.pool import analyze_pool
+
+    return [("pool", analyze_pool)]
+
+
+def default_suspect_checks() -> list[tuple[str, SuspectCheck]]:
+    """The window-level engine semantic checks (logged once as `engine_metric_suspect`)."""
+    from phaselens.analyzers.kv_pressure import window_suspects
+
+    return [("kv_pressure", window_suspects)]
 
 
 @dataclass(slots=True)
@@ -96,9 +115,9 @@ class TargetState:
     last_good: float | None = None
     scrape_duration: float | None = None
     parse_errors_total: float = 0.0
+    parse_failures: int = 0  # consecutive scrapes that did not parse; the first one is logged as a warning
     capped: bool = False
     superseded_total: int = 0
-    parse_failures: int = 0  # consecutive scrapes that did not parse; the first one is logged as a warning
     pending: deque[ScrapeResult] = field(default_factory=lambda: deque(maxlen=_MAX_PENDING))
 
 
@@ -112,7 +131,9 @@ class Pipeline:
         target_analyzers: Sequence[tuple[str, TargetAnalyzer]] | None = None,
         pool_analyzers: Sequence[tuple[str, PoolAnalyzer]] | None = None,
         extra_stages: Sequence[tuple[str, ExtraStage]] = (),
+        suspect_checks: Sequence[tuple[str, SuspectCheck]] | None = None,
         gate: RecommendationGate | None = None,
+        diagnose: DiagnoseStage | None = None,
         cpu_time: Callable[[], float] = time.thread_time,  # the tick runs in one thread: its CPU alone
         targets: Iterable[Target] | None = None,
     ) -> None:
@@ -122,7 +143,10 @@ class Pipeline:
         self._target_analyzers = list(default_target_analyzers() if target_analyzers is None else target_analyzers)
         self._pool_analyzers = list(default_pool_analyzers() if pool_analyzers is None else pool_analyzers)
         self._extra_stages = list(extra_stages)
+        self._suspect_checks = list(default_suspect_checks() if suspect_checks is None else suspect_checks)
+        self._warnings_seen: dict[tuple[str, str, str], float] = {}
         self._gate = gate
+        self._diagnose = diagnose
         self.closers: list[Callable[[], None]] = []
         self._cpu_time = cpu_time
         self.states: dict[str, TargetState] = {}
@@ -259,6 +283,7 @@ class Pipeline:
         now = self.clock.wall()
         signals: list[Signal] = []
         recommendations: list[Recommendation] = []
+        warnings: list[EngineWarning] = []
         fresh: dict[str, tuple[Target, TargetWindow]] = {}
         for state in self.states.values():
             while state.pending:
@@ -277,6 +302,7 @@ class Pipeline:
             if not self._is_fresh(state, now) or not len(state.window):
                 continue
             fresh[state.target.name] = (state.target, state.window)
+            warnings.extend(self._target_warnings(state, now))
             for name, analyze in self._target_analyzers:
                 call = functools.partial(analyze, state.window, state.target, self.settings)
                 found = self._call("target", name, call, target=state.target.name)
@@ -296,13 +322,46 @@ class Pipeline:
             gated = self._call("gate", "gate", lambda: ((), gate(recommendations)))
             # A failing gate must not let ungated advice through as `act`: publish none this tick.
             recommendations = list(gated[1])
+        if self._diagnose is not None:
+            diagnose = self._diagnose
+            found = self._call("diagnose", "diagnosis",
+                               functools.partial(diagnose, now, fresh, tuple(signals), tuple(recommendations)))
+            signals.extend(found[0])
+            # A failing diagnosis must not let unreconciled advice through: publish none this tick.
+            recommendations = list(found[1])
         exported = self._publishable(signals)
         exported.append(Signal("phaselens_tick_duration_seconds", (), max(0.0, self._cpu_time() - cpu_start)))
-        result = TickResult(now, tuple(exported), tuple(recommendations))
+        result = TickResult(now, tuple(exported), tuple(recommendations), tuple(warnings))
         self._latest = result
         self.ticks_total += 1
         self.heartbeat_monotonic = self.clock.monotonic()
         return result
+
+    def _target_warnings(self, state: TargetState, now: float) -> list[EngineWarning]:
+        """The target's current suspects (latest scrape + window checks), each logged the first time."""
+        latest = state.window.latest
+        suspects: list[Suspect] = list(latest.suspects) if latest is not None else []
+        for name, check in self._suspect_checks:
+            try:
+                suspects.extend(check(state.window, state.target, self.settings))
+            except Exception:
+                self.analyzer_failures_total += 1
+                log_event(_log, "analyzer_failed", logging.ERROR, stage="suspect", analyzer=name,
+                          target=state.target.name, exc_info=True)
+        out: list[EngineWarning] = []
+        seen_now: set[tuple[str, str, str]] = set()
+        for suspect in suspects:
+            key = (state.target.name, suspect.code, suspect.metric)
+            if key in seen_now:
+                continue
+            seen_now.add(key)
+            first = self._warnings_seen.get(key)
+            if first is None:
+                first = self._warnings_seen[key] = now
+                log_event(_log, "engine_metric_suspect", logging.WARNING, target=state.target.name,
+                          code=suspect.code, metric=suspect.metric, value=suspect.value, detail=suspect.message)
+            out.append(EngineWarning(state.target.name, suspect, first))
+        return out
 
     def close(self) -> None:
         """Release side inputs and save learned state (called once on shutdown)."""

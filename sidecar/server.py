@@ -99,9 +99,12 @@ def signals_document(tick: TickResult | None) -> dict[str, Any]:
     `signals.phaselens_ttft_seconds.aggregated.90` (the 0.9 quantile; a dot inside a key, as in
     a percentile of "99.9", is escaped: `99\\.9`).
     A signal without labels (`phaselens_tick_duration_seconds`) is the value itself.
+    `warnings` lists the engine metrics a reader would likely misread, as seen in this tick
+    (`{"target", "code", "metric", "message", "value", "first_seen"}`; codes in
+    parsers/engines/semantics.py and analyzers/kv_pressure.py).
     """
     if tick is None:
-        return {"ts": None, "signals": {}, "series": []}
+        return {"ts": None, "signals": {}, "series": [], "warnings": []}
     nested: dict[str, Any] = {}
     series = []
     for sig in tick.signals:
@@ -115,7 +118,18 @@ def signals_document(tick: TickResult | None) -> dict[str, Any]:
             _nest(nested[sig.name], keys, sig.value)
         else:
             nested[sig.name] = sig.value
-    return {"ts": tick.time, "signals": nested, "series": series}
+    warnings = [
+        {
+            "target": w.target,
+            "code": w.suspect.code,
+            "metric": w.suspect.metric,
+            "message": w.suspect.message,
+            "value": w.suspect.value,
+            "first_seen": w.first_seen,
+        }
+        for w in tick.warnings
+    ]
+    return {"ts": tick.time, "signals": nested, "series": series, "warnings": warnings}
 
 
 class Sidecar:

@@ -43,6 +43,17 @@ class Thresholds:
     disaggregation_score_low: float = 0.3
     min_requests_for_confidence: float = 10.0
     prefix_reuse_min_prefill_load: float = 0.25
+    # analyzers/diagnosis.py (documented in docs/diagnosis.md)
+    diagnosis_recent_seconds: float = 10.0
+    diagnosis_enter_ticks: float = 3.0
+    diagnosis_exit_ticks: float = 5.0
+    diagnosis_waiting_share: float = 0.5
+    diagnosis_pinned_share: float = 0.7
+    diagnosis_plateau_share: float = 0.8
+    diagnosis_plateau_min_samples: float = 10.0
+    diagnosis_prefill_share: float = 0.5
+    diagnosis_transfer_share: float = 0.5
+    diagnosis_frontend_gap_share: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +81,7 @@ class Settings:
     target_auth_file: str | None = None  # bearer token or user:password, re-read when it changes
     state_save_interval_seconds: float = 60.0  # QueueIntelligence state (daily profile, model weights)
     gpu_telemetry: bool = True
+    kv_offload_tier: bool = False  # a host/offload KV tier is active (analyzers/kv_pressure.py)
     shutdown_timeout_seconds: float = 5.0
     max_models_per_target: int = 20  # busiest (model_name, engine) groups kept; the rest sum into __other__
     # runtime (sidecar/config.py validates them)

@@ -57,6 +57,7 @@ def test_dynamo_frontend_sample(fixtures_dir: Path) -> None:
         c.INFO_BLOCK_SIZE: "1",
         c.INFO_NUM_GPU_BLOCKS: "92962",
         c.INFO_KV_CACHE_SIZE_TOKENS: "92962",
+        c.INFO_MAX_NUM_SEQS: "2",  # dynamo_frontend_model_max_num_seqs, the model card
     }
     for family, canonical in (
         ("dynamo_frontend_time_to_first_token_seconds", c.TTFT_SECONDS),
@@ -85,6 +86,7 @@ def test_dynamo_worker_sample_old_kvstats_and_vllm_passthrough(fixtures_dir: Pat
         key(c.KV_CACHE_USAGE): 0.0,
         key(c.PREFIX_CACHE_HIT_RATE_GAUGE): 0.0,
         key(c.INFLIGHT_REQUESTS): 0.0,  # only the `generate` endpoint's handler
+        key(c.REQUESTS_TOTAL): 2.0,  # dynamo_component_requests_total, `generate` endpoint only
     }
     assert snap.histograms[key(c.REQUEST_PREFILL_KV_COMPUTED_TOKENS)].sum == 66.0
     info = snap.info["0"]

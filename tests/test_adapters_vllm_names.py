@@ -418,5 +418,6 @@ def test_explicit_engine_selects_one_table() -> None:
     assert snap_of(text, "vllm").engine_kind == "vllm"
     assert names(snap_of(text, "dynamo")) == {c.REQUESTS_WAITING, c.INFLIGHT_REQUESTS}
     assert names(snap_of(text, "nixl")) == set()
+    assert names(snap_of(text, "sglang")) == set()
     with pytest.raises(ValueError, match="unknown engine"):
-        snap_of(text, "sglang")
+        snap_of(text, "tgi")

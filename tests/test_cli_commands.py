@@ -162,6 +162,29 @@ def test_demo_once_prints_recommendations_and_summary(capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "Replayed 84 scrapes" in out
     assert "KV_CACHE_PRESSURE" in out
+    # The verdict comes before anything else: cause, time range, remedy, expected effect.
+    lines = out.splitlines()
+    assert lines[0].startswith("Verdict")
+    assert "KV_CAPACITY from +" in lines[1]
+    assert lines[2].strip().startswith("remedy: add_replicas")
+    assert lines[3].strip().startswith("expected: KV utilization")
+    first_line = next(i for i, line in enumerate(lines) if line.startswith("[+") and "KV_CACHE_PRESSURE" in line)
+    assert lines.index("Details:") < first_line
+
+
+def test_replay_without_json_prints_the_verdict_first(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", f"aggregated={AGG_TAR}"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("Verdict") and "KV_CAPACITY" in out[1]
+    assert out[-1].startswith("Replayed ") and "DIAGNOSIS" in out[-1]
+
+
+def test_replay_json_prints_pod_log_lines_with_cause_and_remedy(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", f"aggregated={AGG_TAR}", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines and all(line["event"] == "recommendation" for line in lines)
+    assert {line["cause"] for line in lines if line["code"] != "SLO_BREACH_PREDICTED"} == {"KV_CAPACITY"}
+    assert all(line["remedy"] != "add_prefill_capacity" for line in lines)
 
 
 def test_replay_names_the_bundled_capture_as_the_demo_does(capsys: pytest.CaptureFixture[str]) -> None:

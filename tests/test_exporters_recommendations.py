@@ -45,5 +45,7 @@ def test_line_format_and_rate_limit() -> None:
         "action",
         "target",
         "role",
+        "cause",
+        "remedy",
     }
     assert sink.suppressed == 2

@@ -121,8 +121,8 @@ def test_non_monotonic_buckets_are_missing(scrapes: list[tuple[float, str]]) -> 
 
     corrupted = replay(scrapes, swell)
     missing = replay(scrapes, dropping("vllm:inter_token_latency_seconds_"))
-    p50 = value(corrupted[-1], "phaselens_itl_seconds", quantile="0.5")
-    assert p50 == value(missing[-1], "phaselens_itl_seconds", quantile="0.5")
+    p50 = value(corrupted[-1], "phaselens_itl_seconds", percentile="50")
+    assert p50 == value(missing[-1], "phaselens_itl_seconds", percentile="50")
     assert p50 is not None and p50 <= 0.01  # the true p50 lies in the first bucket
     assert analyzer_signals(corrupted[-1]) == analyzer_signals(missing[-1])
     assert value(corrupted[-1], "phaselens_parse_errors_total") == CORRUPT
@@ -210,3 +210,26 @@ def test_the_adapter_validates_every_engine(scrapes: list[tuple[float, str]]) ->
     snapshot = to_snapshot(parse_exposition(body), 1.0, "vllm")
     assert all(name != c.KV_CACHE_USAGE for name, _ in snapshot.scalars)
     assert [r.reason for r in snapshot.rejected] == ["ratio outside 0..1"]
+
+
+def test_every_adapter_scalar_has_a_validation_kind() -> None:
+    """A canonical gauge or counter without a kind would be validated only for finiteness and summed
+    into `__other__` even if it were a ratio: each adapter rule's name must be classified."""
+    from phaselens.parsers.engines.detect import TABLES
+
+    kinds: dict[str, set[str]] = {}
+    for table in TABLES.values():
+        for binding in table.values():
+            rule = binding.rule
+            names = [rule.canonical, *[name for _, name, _ in (rule.by_label[1] if rule.by_label else ())]]
+            for name in names:
+                if name and not name.startswith("info:"):
+                    kinds.setdefault(name, set()).add(rule.kind)
+    classified = c.RATIOS | c.COUNT_GAUGES | c.LATEST_GAUGES | c.COUNTERS
+    for name, found in kinds.items():
+        if "counter" in found:
+            assert name in c.COUNTERS, name
+        elif "gauge" in found:
+            assert name in classified - c.COUNTERS, name
+        elif found == {"histogram"}:
+            assert name not in classified, name

@@ -29,6 +29,14 @@ def test_summary_names_the_burst_as_kv_pressure_with_its_time_range(aggregated_r
     assert 300 <= preemptions <= 700
 
 
+def test_report_opens_with_the_verdict(aggregated_report: Path) -> None:
+    html = aggregated_report.read_text(encoding="utf-8")
+    assert html.index("id='verdict'") < html.index("id='summary'")
+    verdict = html[html.index("id='verdict'"):html.index("id='summary'")]
+    assert "KV_CAPACITY from t+" in verdict and "remedy add_replicas" in verdict
+    assert "expected: KV utilization" in verdict
+
+
 def test_summary_gives_the_shared_prefix_hit_ratio(aggregated_report: Path) -> None:
     text = _text(aggregated_report)
     found = re.search(rf"Prefix-cache reuse from {CLOCK} to {CLOCK} .*?hit ratio (\d+)% on average, peak (\d+)%", text)

@@ -62,8 +62,17 @@ def _gauge(
     )
 
 
-def _histogram(canonical: str) -> Rule:
-    return Rule(canonical, "histogram", "dynamo", FRONTEND_OLD)
+def _histogram(canonical: str, only: tuple[str, frozenset[str]] | None = None) -> Rule:
+    return Rule(canonical, "histogram", "dynamo", FRONTEND_OLD, only=only)
+
+
+def _worker_gauge(canonical: str) -> Rule:
+    return Rule(canonical, "gauge", "dynamo", FRONTEND_OLD, keep=("worker_id", "worker_type"))
+
+
+# The router routes each P/D request twice (to a prefill and to a decode worker) and counts both;
+# its prefix and input-token counts are taken from the routing that prefills only.
+_PREFILL_ROUTING: Final = ("phase", frozenset({"aggregated", "prefill"}))
 
 
 DYNAMO_RULES: Final[tuple[tuple[str, Rule], ...]] = (
@@ -83,6 +92,19 @@ DYNAMO_RULES: Final[tuple[tuple[str, Rule], ...]] = (
     ("dynamo_frontend_output_sequence_tokens", _histogram(c.REQUEST_GENERATION_TOKENS)),
     ("dynamo_frontend_output_tokens", Rule(c.GENERATION_TOKENS, "counter", "dynamo", FRONTEND_OLD)),
     ("dynamo_frontend_requests", Rule(c.REQUESTS_TOTAL, "counter", "dynamo", FRONTEND_OLD, keep=("status",))),
+    ("dynamo_frontend_requests_started", Rule(c.REQUESTS_STARTED, "counter", "dynamo", FRONTEND_OLD)),
+    ("dynamo_frontend_cached_tokens", _histogram(c.REQUEST_CACHED_TOKENS)),
+    # frontend: the router's view of each worker (decimal worker_id, worker_type)
+    ("dynamo_frontend_worker_active_prefill_tokens", _worker_gauge(c.DYNAMO_WORKER_ACTIVE_PREFILL_TOKENS)),
+    ("dynamo_frontend_worker_active_decode_blocks", _worker_gauge(c.DYNAMO_WORKER_ACTIVE_DECODE_BLOCKS)),
+    ("dynamo_frontend_worker_last_time_to_first_token_seconds", _worker_gauge(c.DYNAMO_WORKER_LAST_TTFT_SECONDS)),
+    ("dynamo_frontend_worker_last_inter_token_latency_seconds", _worker_gauge(c.DYNAMO_WORKER_LAST_ITL_SECONDS)),
+    # KV router (in the frontend process)
+    (
+        "dynamo_component_router_kv_selected_cached_prefix_tokens",
+        Rule(c.ROUTER_CACHED_PREFIX_TOKENS, "counter", "dynamo", FRONTEND_OLD, only=_PREFILL_ROUTING),
+    ),
+    ("dynamo_component_router_input_sequence_tokens", _histogram(c.ROUTER_INPUT_TOKENS, _PREFILL_ROUTING)),
     # frontend: capacity constants of the first registered worker
     (
         "dynamo_frontend_model_total_kv_blocks",
@@ -92,10 +114,33 @@ DYNAMO_RULES: Final[tuple[tuple[str, Rule], ...]] = (
         "dynamo_frontend_model_kv_cache_block_size",
         Rule("", "info_gauge", "dynamo", FRONTEND_OLD, info_key=c.INFO_BLOCK_SIZE),
     ),
+    (
+        "dynamo_frontend_model_max_num_seqs",
+        Rule("", "info_gauge", "dynamo", FRONTEND_OLD, info_key=c.INFO_MAX_NUM_SEQS),
+    ),
+    # every Dynamo process: its own id (hex), kept in decimal to join with the frontend's worker_id
+    (
+        "dynamo_component_uptime_seconds",
+        Rule("", "hex_id_info", "dynamo", COMPONENT_OLD, info_key=c.INFO_DYNAMO_WORKER_ID, id_label="worker_id"),
+    ),
     # worker: work handler (only the `generate` endpoint is the model's traffic)
     (
         "dynamo_component_inflight_requests",
         _gauge(c.INFLIGHT_REQUESTS, COMPONENT_OLD, only=("dynamo_endpoint", frozenset({"generate"}))),
+    ),
+    # worker: the work handler's time to its first response (on a P/D prefill worker: the prefill)
+    (
+        "dynamo_work_handler_time_to_first_response_seconds",
+        Rule(c.WORKER_FIRST_RESPONSE_SECONDS, "histogram", "dynamo", COMPONENT_OLD),
+    ),
+    (
+        "dynamo_component_requests",
+        Rule(c.REQUESTS_TOTAL, "counter", "dynamo", COMPONENT_OLD, only=("dynamo_endpoint", frozenset({"generate"}))),
+    ),
+    (
+        "dynamo_component_request_duration_seconds",
+        Rule(c.WORKER_REQUEST_SECONDS, "histogram", "dynamo", COMPONENT_OLD,
+             only=("dynamo_endpoint", frozenset({"generate"}))),
     ),
     # worker: KV stats, old names
     ("dynamo_component_kvstats_active_blocks", _gauge(c.KV_ACTIVE_BLOCKS, COMPONENT_OLD)),

@@ -32,8 +32,8 @@ from phaselens.model import EngineKind, EngineSnapshot, Exposition, Histogram, L
 from phaselens.parsers.engines import canonical as c
 from phaselens.parsers.engines.validate import validate_snapshot
 
-RuleKind = Literal["counter", "gauge", "histogram", "cache_config_info", "info_gauge"]
-Source = Literal["vllm", "dynamo", "nixl"]
+RuleKind = Literal["counter", "gauge", "histogram", "cache_config_info", "info_gauge", "hex_id_info"]
+Source = Literal["vllm", "dynamo", "nixl", "sglang", "trtllm"]
 PrefixUnit = Literal["tokens", "blocks"]
 
 
@@ -47,7 +47,15 @@ class Rule:
     `drop_negative`: V0 hit-rate gauges report -1 when prefix caching is off: no value, not a rate.
     `fraction_or_percent`: Dynamo's `*_gpu_cache_usage_percent`; see `_percent_scale`.
     `prefix_unit`: for prefix-cache counters, the unit, or "help" to read it from the HELP text.
-    `info_key`: for `info_gauge` rules, the `EngineSnapshot.info` key the value fills.
+    `info_key`: for `info_gauge` rules, the `EngineSnapshot.info` key the value fills; for
+    `hex_id_info` rules, the key that the label `id_label` fills, read as hex and written in decimal
+    (a Dynamo worker writes its own id in hex; the frontend names the same worker in decimal).
+    `by_label`: (label, ((value, canonical, scale), ...)): one family carrying several quantities
+    told apart by a label (Triton's `nv_trt_llm_*{request_type=...}`); the canonical name and scale
+    are chosen per sample, values not listed are ignored, and `info:<key>` fills
+    `EngineSnapshot.info` instead.
+    `aggregate="max"` on a histogram keeps the series with the most observations: for copies of
+    one scheduler's view (SGLang's per-TP-rank series), which must not be added up.
     """
 
     canonical: str
@@ -62,6 +70,8 @@ class Rule:
     fraction_or_percent: bool = False
     prefix_unit: PrefixUnit | Literal["help"] | None = None
     info_key: str | None = None
+    by_label: tuple[str, tuple[tuple[str, str, float], ...]] | None = None
+    id_label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +134,7 @@ _InternalKey = tuple[str, str | None, str, Labels]
 
 
 _Split = tuple[str | None, str, Labels]
-_SPLIT_CACHE: dict[tuple[Labels, tuple[str, ...]], _Split] = {}
+_SPLIT_CACHE: dict[tuple[Labels, tuple[str, ...], bool], _Split] = {}
 _CACHE_LIMIT = 200_000  # entries: 10,000 models x their series fit, so a many-model target does not thrash
 _CACHE_BYTES_LIMIT = 32 * 1024 * 1024  # and bytes of label text: label values are <= 1 KiB (the parser)
 _cache_bytes: dict[int, int] = {}
@@ -141,24 +151,27 @@ def _remember(cache: dict[Any, Any], key: Any, value: Any, labels: Labels) -> No
     cache[key] = value
 
 
-def _split_labels(labels: Labels, keep: tuple[str, ...]) -> _Split:
+def _split_labels(labels: Labels, keep: tuple[str, ...], name_is_model: bool = False) -> _Split:
     """`_split_raw_labels`, cached: the same raw label sets recur in every scrape."""
-    cache_key = (labels, keep)
+    cache_key = (labels, keep, name_is_model)
     split = _SPLIT_CACHE.get(cache_key)
     if split is None:
-        split = _split_raw_labels(labels, keep)
+        split = _split_raw_labels(labels, keep, name_is_model)
         _remember(_SPLIT_CACHE, cache_key, split, labels)
     return split
 
 
-def _split_raw_labels(labels: Labels, keep: tuple[str, ...]) -> _Split:
+def _split_raw_labels(labels: Labels, keep: tuple[str, ...], name_is_model: bool = False) -> _Split:
     """Model, engine and the kept extra labels of a raw series.
 
-    `model_name` (vLLM) wins over `model` (Dynamo); `engine` (vLLM DP index) over `dp_rank`
-    (Dynamo). A series without an engine label is engine "0" (single engine, or V0).
+    `model_name` (vLLM) wins over `model` (Dynamo), and `model` over `name` (SGLang <= 0.3, read
+    only for SGLang rules: `name` means something else elsewhere);
+    `engine` (vLLM DP index) over `dp_rank` (Dynamo, SGLang). A series without an engine label is
+    engine "0" (single engine, or V0).
     """
     model: str | None = None
     alt_model: str | None = None
+    old_model: str | None = None
     engine: str | None = None
     alt_engine: str | None = None
     kept: list[tuple[str, str]] = []
@@ -167,6 +180,8 @@ def _split_raw_labels(labels: Labels, keep: tuple[str, ...]) -> _Split:
             model = value
         elif key == "model":
             alt_model = value
+        elif key == "name" and name_is_model:
+            old_model = value
         elif key == "engine":
             engine = value
         elif key == "dp_rank":
@@ -174,7 +189,7 @@ def _split_raw_labels(labels: Labels, keep: tuple[str, ...]) -> _Split:
         elif key in keep:
             kept.append((key, value))
     return (
-        model if model is not None else alt_model,
+        model if model is not None else alt_model if alt_model is not None else old_model,
         engine if engine is not None else (alt_engine if alt_engine is not None else "0"),
         tuple(kept),
     )
@@ -243,12 +258,16 @@ class _Accumulator:
             merged = held[1] + value if aggregate == "sum" else max(held[1], value)
             self.scalars[key] = (rank, merged, aggregate)
 
-    def add_histogram(self, key: _InternalKey, rank: int, hist: Histogram) -> None:
+    def add_histogram(self, key: _InternalKey, rank: int, hist: Histogram, aggregate: str = "sum") -> None:
         held = self.histograms.get(key)
         if held is None or rank > held[0]:
             self.histograms[key] = (rank, hist)
         elif rank == held[0]:
-            self.histograms[key] = (rank, _merge_histograms(held[1], hist))
+            if aggregate == "max":
+                kept = held[1] if (held[1].count or 0.0) >= (hist.count or 0.0) else hist
+                self.histograms[key] = (rank, kept)
+            else:
+                self.histograms[key] = (rank, _merge_histograms(held[1], hist))
 
     def add_family(self, family: MetricFamily, binding: Binding) -> None:
         rule = binding.rule
@@ -258,6 +277,9 @@ class _Accumulator:
             return
         if kind == "cache_config_info":
             self._add_cache_config(family, binding)
+            return
+        if kind == "hex_id_info":
+            self._add_hex_id(family, rule)
             return
         wanted = binding.base + "_total" if kind == "counter" else binding.base
         samples = [s for s in family.samples if s.name == wanted]
@@ -274,8 +296,18 @@ class _Accumulator:
                 continue
             if rule.only is not None and not _passes(sample.labels, rule.only):
                 continue
-            model, engine, kept = _split_labels(sample.labels, rule.keep)
+            canonical = rule.canonical
+            sample_scale = scale
+            if rule.by_label is not None:
+                chosen = _by_label(sample.labels, rule.by_label)
+                if chosen is None:
+                    continue
+                canonical, sample_scale = chosen[0], scale * chosen[1]
+            model, engine, kept = _split_labels(sample.labels, rule.keep, rule.source == "sglang")
             matched = True
+            if canonical.startswith("info:"):
+                self.fill_info.setdefault(engine, {})[canonical[len("info:") :]] = _format_number(value * sample_scale)
+                continue
             if kind == "info_gauge":
                 if rule.info_key is not None:
                     self.fill_info.setdefault(engine, {})[rule.info_key] = _format_number(value * scale)
@@ -283,7 +315,7 @@ class _Accumulator:
                     continue
             if model is None or rule.source == "dynamo":
                 self.needs_model_resolution = True
-            self.add_scalar((rule.canonical, model, engine, kept), rule.rank, value * scale, rule.aggregate)
+            self.add_scalar((canonical, model, engine, kept), rule.rank, value * sample_scale, rule.aggregate)
         if matched and rule.prefix_unit is not None:
             unit: PrefixUnit | None = (
                 _prefix_unit_from_help(family.help) if rule.prefix_unit == "help" else rule.prefix_unit
@@ -295,11 +327,25 @@ class _Accumulator:
         for hist in family.histograms:
             if rule.only is not None and not _passes(hist.labels, rule.only):
                 continue
-            model, engine, kept = _split_labels(hist.labels, rule.keep)
+            model, engine, kept = _split_labels(hist.labels, rule.keep, rule.source == "sglang")
             if model is None or rule.source == "dynamo":
                 self.needs_model_resolution = True
             scaled = hist if rule.scale == 1.0 else _scaled(hist, rule.scale)
-            self.add_histogram((rule.canonical, model, engine, kept), rule.rank, scaled)
+            self.add_histogram((rule.canonical, model, engine, kept), rule.rank, scaled, rule.aggregate)
+
+    def _add_hex_id(self, family: MetricFamily, rule: Rule) -> None:
+        if rule.info_key is None or rule.id_label is None:
+            return
+        for sample in family.samples:
+            raw = next((v for k, v in sample.labels if k == rule.id_label), None)
+            if raw is None:
+                continue
+            try:
+                decimal = str(int(raw, 16))
+            except ValueError:  # not an id we can join on: leave it out rather than guess
+                continue
+            _, engine, _ = _split_labels(sample.labels, ())
+            self.fill_info.setdefault(engine, {})[rule.info_key] = decimal
 
     def _add_cache_config(self, family: MetricFamily, binding: Binding) -> None:
         names = (binding.base, binding.base + "_info")
@@ -356,6 +402,14 @@ class _Accumulator:
             prefix_cache_unit=self.prefix_unit[1] if self.prefix_unit is not None else None,
             parse_issues=parse_issues,
         )
+
+
+def _by_label(labels: Labels, by_label: tuple[str, tuple[tuple[str, str, float], ...]]) -> tuple[str, float] | None:
+    name, choices = by_label
+    for key, value in labels:
+        if key == name:
+            return next(((canonical, scale) for wanted, canonical, scale in choices if wanted == value), None)
+    return None
 
 
 def _passes(labels: Labels, only: tuple[str, frozenset[str]]) -> bool:
@@ -438,6 +492,10 @@ def kind_of(sources: set[Source], saw_dynamo_prefix: bool) -> EngineKind:
         return "dynamo"
     if "vllm" in sources:
         return "vllm"
+    if "sglang" in sources:
+        return "sglang"
+    if "trtllm" in sources:
+        return "trtllm"
     if "nixl" in sources:
         return "nixl"
     return "unknown"

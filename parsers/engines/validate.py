@@ -23,7 +23,7 @@ import math
 from dataclasses import replace
 
 from phaselens.model import EngineSnapshot, Histogram, Labels, SeriesRejection, label_value
-from phaselens.parsers.engines.canonical import COUNT_GAUGES, COUNTERS, RATIOS
+from phaselens.parsers.engines.canonical import COUNT_GAUGES, COUNTERS, LATEST_GAUGES, RATIOS
 
 
 def check_scalar(name: str, value: float) -> str | None:
@@ -37,6 +37,8 @@ def check_scalar(name: str, value: float) -> str | None:
         return "ratio outside 0..1"
     if (name in COUNTERS or name in COUNT_GAUGES) and value < 0:
         return "negative count"
+    if name in LATEST_GAUGES and value < 0:
+        return "negative duration"
     return None
 
 

@@ -51,6 +51,11 @@ def _histogram(canonical: str, rank: int = NEW) -> Rule:
     return Rule(canonical=canonical, kind="histogram", source="vllm", rank=rank)
 
 
+_OFFLOAD_DIRECTIONS: Final = (
+    ("GPU_to_CPU", c.HOST_KV_OFFLOAD_BYTES, 1.0),
+    ("CPU_to_GPU", c.HOST_KV_ONBOARD_BYTES, 1.0),
+)
+
 VLLM_RULES: Final[tuple[tuple[str, Rule], ...]] = (
     # scheduler state
     ("vllm:num_requests_running", _count_gauge(c.REQUESTS_RUNNING)),
@@ -73,6 +78,11 @@ VLLM_RULES: Final[tuple[tuple[str, Rule], ...]] = (
     ("vllm:external_prefix_cache_hits", _counter(c.EXTERNAL_PREFIX_CACHE_HITS)),
     ("vllm:num_preemptions", _counter(c.PREEMPTIONS)),
     ("vllm:request_success", _counter(c.REQUEST_SUCCESS, keep=("finished_reason",))),
+    # OffloadingConnector (CPU tier): bytes per direction; a host tier for analyzers/kv_pressure.py
+    (
+        "vllm:kv_offload_total_bytes",
+        Rule("", "counter", "vllm", NEW, by_label=("transfer_type", _OFFLOAD_DIRECTIONS)),
+    ),
     # NixlConnector counters
     ("vllm:nixl_num_failed_transfers", _counter(c.NIXL_FAILED_TRANSFERS)),
     ("vllm:nixl_num_failed_notifications", _counter(c.NIXL_FAILED_NOTIFICATIONS)),

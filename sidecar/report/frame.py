@@ -110,6 +110,8 @@ def ticks_from_jsonl(lines: Sequence[Mapping[str, Any]]) -> list[TickResult]:
                 confidence=float(r.get("confidence", 0.0)),
                 target=r.get("target", ""),
                 role=r.get("role", ""),
+                cause=r.get("cause", ""),
+                remedy=r.get("remedy", ""),
             )
             for r in obj.get("recommendations", [])
         )

@@ -7,10 +7,12 @@ import math
 from dataclasses import dataclass, field
 
 import pandas as pd
+from phaselens.analyzers.diagnosis import DIAGNOSIS_CODE, human_remedy
 from phaselens.analyzers.episodes import Episode, integrate, stretches
 from phaselens.model import Recommendation
 from phaselens.report.counters import increase_between
 from phaselens.report.frame import RunData
+from phaselens.verdict import VerdictLog
 
 KV_PRESSURE_UTILIZATION = 0.90
 OVERLOAD_QUEUE = 5.0
@@ -35,6 +37,8 @@ class RunSummary:
     pool_sentences: tuple[str, ...]
     nixl_sentences: tuple[str, ...]
     recommendation_rows: tuple[dict[str, str], ...]
+    verdict: tuple[str, ...] = ()
+    """The diagnosis per episode (phaselens.verdict): shown before everything else."""
 
     @property
     def episodes(self) -> list[Episode]:
@@ -351,4 +355,22 @@ def summarize(run: RunData) -> RunSummary:
         pool_sentences=tuple(gap_sentences(run) + _pool_sentences(run)),
         nixl_sentences=tuple(_nixl_sentences(run)),
         recommendation_rows=tuple(_recommendation_rows(run)),
+        verdict=tuple(verdict_lines(run)),
     )
+
+
+def verdict_lines(run: RunData) -> list[str]:
+    """One line per episode: cause, time range, remedy, expected effect (docs/diagnosis.md)."""
+    log = VerdictLog()
+    log.start = run.start
+    for ts, rec in run.recommendations:
+        if rec.code == DIAGNOSIS_CODE:
+            log.add(rec, ts)
+    if not log.episodes:
+        return ["No primary cause in this run: nothing binds (no queue, KV room, latency in budget)."]
+    out = []
+    for e in sorted(log.episodes, key=lambda e: (e.start, e.target)):
+        line = (f"{e.target} ({e.role}): {e.cause} from {clock(run, e.start - run.start)} to "
+                f"{clock(run, e.end - run.start)}; remedy {e.remedy} ({human_remedy(e.remedy)})")
+        out.append(line + (f"; expected: {e.effect}." if e.effect else "."))
+    return out
