@@ -162,13 +162,11 @@ class QueueIntelligence:
                     recs.append(peak)
             report = tstate.calibration.report()
             if report is not None:
-                signals.append(
-                    Signal(
-                        "phaselens_prediction_calibration_error",
-                        make_labels({"target": name, "role": target.role, "model_name": "", "engine": ""}),
-                        report.ece,
-                    )
-                )
+                # Both scored on the probability actually published (after recalibration and the
+                # shrink toward the structural one): the gate reads the same report.
+                target_labels = make_labels({"target": name, "role": target.role, "model_name": "", "engine": ""})
+                signals.append(Signal("phaselens_prediction_calibration_error", target_labels, report.ece))
+                signals.append(Signal("phaselens_prediction_brier_score", target_labels, report.brier))
         for (role, model_name), (load, capacity) in sorted(pool.items()):
             signals.append(
                 Signal(

@@ -212,9 +212,17 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
         "limits": "Gated by the rolling calibration error.",
     },
     "phaselens_prediction_calibration_error": {
-        "formula": "rolling expected calibration error of the breach probability",
-        "source": "Guo et al. 2017 (ECE)",
+        "formula": "rolling expected calibration error of the published breach probability: "
+                   "sum over 10 equal-width bins of |mean p - breach share| x the bin's share of requests",
+        "source": "Guo et al. 2017 (ECE); labels per arriving request, see docs/queueing.md",
         "limits": "Needs labelled predictions; absent until enough are resolved.",
+    },
+    "phaselens_prediction_brier_score": {
+        "formula": "rolling request-weighted mean of (p - y)^2 over the last labelled predictions of the "
+                   "published breach probability (y the share of a tick's arrivals that missed the SLO)",
+        "source": "Brier 1950; labels per arriving request, see docs/queueing.md",
+        "limits": "Needs labelled predictions; absent until enough are resolved. Includes the "
+                  "irreducible spread of outcomes: compare it with the breach share's p(1-p).",
     },
     # gpu
     "phaselens_gpu_utilization_ratio": {

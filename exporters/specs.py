@@ -206,6 +206,12 @@ SPECS: tuple[SignalSpec, ...] = (
         "Rolling expected calibration error of the SLO-breach probability.",
         "queue",
     ),
+    _spec(
+        "phaselens_prediction_brier_score",
+        "1",
+        "Rolling Brier score of the published SLO-breach probability (mean squared error per request).",
+        "queue",
+    ),
     # gpu (NVML; absent when no driver)
     _spec(
         "phaselens_gpu_utilization_ratio",
