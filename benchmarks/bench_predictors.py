@@ -349,7 +349,11 @@ RULE_ECE = 0.03
 
 def discover_runs() -> list[Path]:
     """The protocol's recordings (e2e/out/protocol/*), then any other e2e/out/* run with ground truth."""
-    found = sorted(p for p in PROTOCOL.glob("*") if (p / "ground_truth.jsonl").exists() and (p / "scrapes").is_dir())
+    found = sorted(
+        p
+        for p in PROTOCOL.glob("*")
+        if (p / "meta.json").exists() and "finished" in json.loads((p / "meta.json").read_text())
+    )
     found += sorted(
         p for p in (ROOT / "e2e" / "out").glob("*") if (p / "ground_truth.jsonl").exists() and (p / "scrapes").is_dir()
     )

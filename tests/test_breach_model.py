@@ -48,7 +48,7 @@ def test_brier_with_fractional_labels_equals_expanded() -> None:
 
 
 def _feat(x: float) -> br.BreachFeatures:
-    return br.BreachFeatures((x, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+    return br.BreachFeatures((x,) + (0.0,) * (len(br.FEATURE_NAMES) - 1))
 
 
 def test_predictor_learns_a_shifted_truth_from_fractional_labels() -> None:
@@ -77,7 +77,7 @@ def test_predictor_rejects_bad_outcomes_and_features() -> None:
     with pytest.raises(ValueError):
         model.update(_feat(0.0), 1.5, 1.0)
     with pytest.raises(ValueError):
-        br.BreachFeatures((math.nan, 0, 0, 0, 0, 0, 0, 0))
+        br.BreachFeatures((math.nan,) + (0.0,) * (len(br.FEATURE_NAMES) - 1))
     with pytest.raises(ValueError):
         br.BreachFeatures((0.0,))
 
