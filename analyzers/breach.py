@@ -313,39 +313,38 @@ class EvidenceShrink:
 
     Two forecasters, per load stratum: `s` the structural probability P(W + X > SLO) (no learning)
     and `r` the learned one (the regression, recalibrated by `BinnedRecalibration`). Each labelled
-    prediction adds both forecasters' log loss on the arrivals it was scored on (fractional label y,
-    n arrivals: -n (y ln p + (1 - y) ln(1 - p)), p clipped to [0.001, 0.999]), decayed with a
-    half-life. The published probability is their Bayesian mixture
+    prediction adds the difference of their log losses on the arrivals it was scored on (fractional
+    label y, n arrivals: n (l(s) - l(r)), l(p) = -(y ln p + (1 - y) ln(1 - p)), p clipped to
+    [0.001, 0.999]) to an evidence sum E in nats, decayed with a half-life and kept within
+    +-`max_evidence_nats`. The published probability is the mixture
 
-        p = (1 - w) s + w r,   w = prior e^(-L_r) / (prior e^(-L_r) + (1 - prior) e^(-L_s))
+        p = (1 - w) s + w r,   w = 1 / (1 + e^-(logit(prior) + E))
 
-    w is the posterior weight of the learned forecaster given the evidence so far (Vovk's
-    aggregating algorithm with eta = 1, the Bayes mixture): with no evidence it is `prior`; it moves
-    toward 1 only as the learned forecaster's loss falls below the structural one's, by e^(gap) per
-    nat of evidence, and back toward 0 as soon as learning starts to hurt. The mixture's cumulative
-    log loss is never worse than the structural forecaster's by more than ln(1/(1 - prior)) nats
-    (ln 2 at prior 1/2), whatever the learned part does: where learning cannot beat the structure,
-    it cannot hurt it by more than that constant.
+    Without the bound this is the Bayes mixture of the two (Vovk's aggregating algorithm, eta = 1):
+    w is the posterior weight of the learned forecaster given the labels so far. The bound is what
+    fixed-share (Herbster & Warmuth 1998) buys: weight that was earned on one stretch of load can be
+    lost within a few nats when the learned part starts to hurt, instead of after as many nats as it
+    had won. Consequences: with no evidence w = prior (1/4); w stays within [0.017, 0.87] (prior 1/4,
+    3 nats); per request the published log loss exceeds the structural one's by at most
+    -ln(1 - w), i.e. ln(4/3) = 0.29 nats before any evidence and 0.017 nats once the learned part
+    has lost 3 nats in that stratum: where learning cannot beat the structure, it barely costs.
     """
 
     prior: float = 0.25
     max_evidence_nats: float = 3.0
     half_life_seconds: float = 600.0
-    cells: dict[str, list[float]] = field(default_factory=dict)  # stratum -> [loss_s, loss_r, time]
+    cells: dict[str, list[float]] = field(default_factory=dict)  # stratum -> [evidence nats, time]
 
-    def _decayed(self, stratum: str, now: float) -> tuple[float, float]:
+    def _evidence(self, stratum: str, now: float) -> float:
         cell = self.cells.get(stratum)
         if cell is None:
-            return 0.0, 0.0
-        keep = 0.5 ** (max(0.0, now - cell[2]) / self.half_life_seconds) if self.half_life_seconds > 0 else 1.0
-        return cell[0] * keep, cell[1] * keep
+            return 0.0
+        keep = 0.5 ** (max(0.0, now - cell[1]) / self.half_life_seconds) if self.half_life_seconds > 0 else 1.0
+        return cell[0] * keep
 
     def weight(self, stratum: str, now: float) -> float:
-        """Posterior weight of the learned forecaster in `stratum`."""
-        loss_s, loss_r = self._decayed(stratum, now)
-        cap = self.max_evidence_nats
-        z = math.log(self.prior / (1 - self.prior)) + _clamp(loss_s - loss_r, -cap, cap)
-        return _sigmoid(_clamp(z, -50.0, 50.0))
+        """Weight of the learned forecaster in `stratum`."""
+        return _sigmoid(math.log(self.prior / (1 - self.prior)) + self._evidence(stratum, now))
 
     def apply(self, stratum: str, structural: float, learned: float, now: float) -> float:
         w = self.weight(stratum, now)
@@ -356,12 +355,9 @@ class EvidenceShrink:
     ) -> None:
         if arrivals <= 0 or not 0.0 <= outcome <= 1.0:
             return
-        loss_s, loss_r = self._decayed(stratum, now)
-        self.cells[stratum] = [
-            loss_s + arrivals * _log_loss(structural, outcome),
-            loss_r + arrivals * _log_loss(learned, outcome),
-            now,
-        ]
+        gain = arrivals * (_log_loss(structural, outcome) - _log_loss(learned, outcome))
+        cap = self.max_evidence_nats
+        self.cells[stratum] = [_clamp(self._evidence(stratum, now) + gain, -cap, cap), now]
 
 
 def _log_loss(p: float, y: float) -> float:
