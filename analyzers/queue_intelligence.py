@@ -423,7 +423,13 @@ class QueueIntelligence:
             quiet = None
         slots = qm.effective_concurrency(obs, gstate.concurrency if gstate is not None else None)
         arrival_rate = self._recent_arrival_rate(gstate, group, obs)
-        structural = self._structural_probability(window, group, obs, predicted_wait, slo, breach_fraction, quiet)
+        structural_wait = predicted_wait
+        if obs.waiting > 0 and slots is not None and obs.mean_service_seconds:
+            # a queue drains at the slot release rate c / E[S] once every slot is busy; the window's
+            # mean first-token rate is lower whenever the window also holds quiet stretches (bursts)
+            drain = max(slots / obs.mean_service_seconds, obs.admission_rate or 0.0)
+            structural_wait = obs.waiting / drain
+        structural = self._structural_probability(window, group, obs, structural_wait, slo, breach_fraction, quiet)
         waiting_series = window.gauge_series(cn.REQUESTS_WAITING, group, horizon=short)
         growth = patterns.linear_slope(waiting_series) or 0.0
         upstream = self._upstream.get(group[0])
