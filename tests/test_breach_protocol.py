@@ -151,3 +151,19 @@ def test_shrink_is_not_carried_across_a_restart(tmp_path: Path, fixtures_dir: Pa
     restored = QueueIntelligence.from_state(qi.to_state())
     assert restored._targets["aggregated"].shrink.cells == {}
     assert restored._targets["aggregated"].predictor.weights == qi._targets["aggregated"].predictor.weights
+
+
+def test_the_gate_reads_the_calibration_of_the_published_probability(tmp_path: Path, fixtures_dir: Path) -> None:
+    from phaselens.model import Recommendation
+
+    qi, published, _ = _replay_dynamo(tmp_path, fixtures_dir)
+    shown = {round(p["phaselens_slo_breach_probability"], 12) for p in published if p}
+    rows = list(qi._targets["aggregated"].calibration.rows)
+    assert rows and all(round(p, 12) in shown for p, _, _ in rows)  # scored: what was published
+    rec = Recommendation("SLO_BREACH_PREDICTED", "critical", "m", {"basis": "prediction"}, 0.95, target="aggregated")
+    (gated,) = qi.gate([rec], Settings(calibration_error_limit=0.05))
+    report = qi.calibration("aggregated")
+    assert report is not None
+    assert gated.evidence["calibration_error"] == round(report.ece, 4)
+    assert gated.evidence["brier_score"] == round(report.brier, 4)
+    assert gated.action == ("act" if report.ece <= 0.05 else "escalate")
