@@ -1,7 +1,20 @@
 """Evaluate the queue predictors against per-request client ground truth.
 
-Usage: python benchmarks/bench_predictors.py [RUN_DIR ...]
-       (default: every e2e/out/*/ holding both `scrapes/` and `ground_truth.jsonl`)
+Usage: python benchmarks/bench_predictors.py [--detail] [RUN_DIR ...]
+       python benchmarks/bench_predictors.py --legacy [RUN_DIR ...]   (per-phase, 0.25 s, wait coverage)
+       (default runs: every finished recording of e2e/out/protocol/ (benchmarks/predictor_runs.json,
+       recorded by `python e2e/record_protocol.py`), then every other e2e/out/*/ with ground truth)
+
+The protocol (default): leave-one-run-out over the recordings. Each run is scored twice, `cold`
+(no state) and `warm` (state learned online, from the engines' own labels only, on every OTHER run
+of the list, restored through the state dict as after a restart), at SLO 0.5 s, next to (a) the queue
+depth at arrival alone (AUROC only: it is no probability) and (b) the structural queueing probability
+alone. One row per run; the rules, checked per held-out run and start: AUROC >= queue-depth AUROC -
+0.01 and ECE <= 0.03. Multi-worker recordings are scored on the pool: the workers' scrapes of one
+instant merged into one engine view (counts and histograms summed, KV usage the max), with the
+frontend as a second target whose arrival counter the engine's prediction reads. `--detail` adds the
+per-phase rows. The model's design was settled on d01-d04 (the development runs); the other runs were
+not looked at per run before the model was frozen.
 
 A run folder (from e2e/scenario.py) holds recorded scrapes (`scrapes/<role>/NNNN.prom`, `phaselens
 record` format) and `ground_truth.jsonl` (one line per client request: start, ttft, outcome, phase).
