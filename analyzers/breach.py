@@ -323,15 +323,16 @@ class EvidenceShrink:
     Without the bound this is the Bayes mixture of the two (Vovk's aggregating algorithm, eta = 1):
     w is the posterior weight of the learned forecaster given the labels so far. The bound is what
     fixed-share (Herbster & Warmuth 1998) buys: weight that was earned on one stretch of load can be
-    lost within a few nats when the learned part starts to hurt, instead of after as many nats as it
-    had won. Consequences: with no evidence w = prior (1/4); w stays within [0.017, 0.87] (prior 1/4,
-    3 nats); per request the published log loss exceeds the structural one's by at most
-    -ln(1 - w), i.e. ln(4/3) = 0.29 nats before any evidence and 0.017 nats once the learned part
-    has lost 3 nats in that stratum: where learning cannot beat the structure, it barely costs.
+    lost within a nat or two when the learned part starts to hurt, instead of after as many nats as it
+    had won. Consequences (prior 1/4, 1 nat): with no evidence w = 1/4, and w stays within
+    [0.11, 0.48]: the structural probability keeps at least half the weight, however much the
+    learned part seemed to win; per request the published log loss exceeds the structural one's by
+    at most -ln(1 - w): ln(4/3) = 0.29 nats before any evidence, 0.12 nats once the learned part has
+    lost a nat in that stratum.
     """
 
     prior: float = 0.25
-    max_evidence_nats: float = 3.0
+    max_evidence_nats: float = 1.0
     half_life_seconds: float = 600.0
     cells: dict[str, list[float]] = field(default_factory=dict)  # stratum -> [evidence nats, time]
 

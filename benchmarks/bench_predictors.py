@@ -1,6 +1,6 @@
 """Evaluate the queue predictors against per-request client ground truth.
 
-Usage: python benchmarks/bench_predictors.py [--detail] [RUN_DIR ...]
+Usage: python benchmarks/bench_predictors.py [--detail] [--set=development|validation] [RUN_DIR ...]
        python benchmarks/bench_predictors.py --legacy [RUN_DIR ...]   (per-phase, 0.25 s, wait coverage)
        (default runs: every finished recording of e2e/out/protocol/ (benchmarks/predictor_runs.json,
        recorded by `python e2e/record_protocol.py`), then every other e2e/out/*/ with ground truth)
@@ -13,8 +13,9 @@ alone. One row per run; the rules, checked per held-out run and start: AUROC >= 
 0.01 and ECE <= 0.03. Multi-worker recordings are scored on the pool: the workers' scrapes of one
 instant merged into one engine view (counts and histograms summed, KV usage the max), with the
 frontend as a second target whose arrival counter the engine's prediction reads. `--detail` adds the
-per-phase rows. The model's design was settled on d01-d04 (the development runs); the other runs were
-not looked at per run before the model was frozen.
+per-phase rows. `--set=` runs the protocol within one set of the manifest: `development` (seeds
+101-116, looked at while the model was designed) or `validation` (the same 16 shapes, seeds 201-216,
+recorded after the design was frozen and scored once).
 
 A run folder (from e2e/scenario.py) holds recorded scrapes (`scrapes/<role>/NNNN.prom`, `phaselens
 record` format) and `ground_truth.jsonl` (one line per client request: start, ttft, outcome, phase).
@@ -363,16 +364,24 @@ RULE_AUROC_MARGIN = 0.01
 RULE_ECE = 0.03
 
 
-def discover_runs() -> list[Path]:
-    """The protocol's recordings (e2e/out/protocol/*), then any other e2e/out/* run with ground truth."""
+def discover_runs(run_set: str | None = None) -> list[Path]:
+    """The protocol's finished recordings (e2e/out/protocol/*) of one set of the manifest
+    (`development` or `validation`; None: every recording), then, with no set named, any other
+    e2e/out/* run with ground truth."""
+    sets = {r["name"]: r.get("set", "development") for r in json.loads(MANIFEST.read_text())["runs"]}
     found = sorted(
         p
         for p in PROTOCOL.glob("*")
-        if (p / "meta.json").exists() and "finished" in json.loads((p / "meta.json").read_text())
+        if (p / "meta.json").exists()
+        and "finished" in json.loads((p / "meta.json").read_text())
+        and (run_set is None or sets.get(p.name) == run_set)
     )
-    found += sorted(
-        p for p in (ROOT / "e2e" / "out").glob("*") if (p / "ground_truth.jsonl").exists() and (p / "scrapes").is_dir()
-    )
+    if run_set is None:
+        found += sorted(
+            p
+            for p in (ROOT / "e2e" / "out").glob("*")
+            if (p / "ground_truth.jsonl").exists() and (p / "scrapes").is_dir()
+        )
     return found
 
 
@@ -478,8 +487,9 @@ def protocol(runs: list[Path], slo: float, detail: bool, jobs: int = 2) -> int:
 def main(argv: list[str]) -> int:
     detail = "--detail" in argv
     legacy = "--legacy" in argv
-    argv = [a for a in argv if a not in ("--detail", "--legacy")]
-    runs = [Path(a) for a in argv] or discover_runs()
+    run_set = next((a.split("=", 1)[1] for a in argv if a.startswith("--set=")), None)
+    argv = [a for a in argv if a not in ("--detail", "--legacy") and not a.startswith("--set=")]
+    runs = [Path(a) for a in argv] or discover_runs(run_set)
     runs = [r for r in runs if (r / "scrapes").is_dir() and (r / "ground_truth.jsonl").exists()]
     if not runs:
         print("no run with scrapes/ and ground_truth.jsonl found (record them: python e2e/record_protocol.py)")
