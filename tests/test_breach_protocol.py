@@ -167,3 +167,27 @@ def test_the_gate_reads_the_calibration_of_the_published_probability(tmp_path: P
     assert gated.evidence["calibration_error"] == round(report.ece, 4)
     assert gated.evidence["brier_score"] == round(report.brier, 4)
     assert gated.action == ("act" if report.ece <= 0.05 else "escalate")
+
+
+def test_engine_only_recording_predicts_without_a_frontend(tmp_path: Path, fixtures_dir: Path) -> None:
+    """The same worker scrapes alone (what a sidecar next to vLLM alone sees): no upstream arrivals,
+    the precursor that needs them is neutral, and predictions are still labelled and scored."""
+    with tarfile.open(fixtures_dir / "dynamo-1.6.1-mocker-frontend" / "run.tar.gz") as archive:
+        archive.extractall(tmp_path, filter="data")
+    qi = QueueIntelligence()
+    window = TargetWindow(30.0)
+    target = Target("aggregated", "aggregated", "x")
+    features: list[dict[str, float]] = []
+    for f in sorted((tmp_path / "scrapes" / "aggregated").glob("*.prom")):
+        data = f.read_bytes()
+        now = float(data.split(b"\n", 1)[0].split()[2])
+        window.add(to_snapshot(parse_exposition(data), now))
+        qi.tick({"aggregated": (target, window)}, now, Settings(slo_ttft_seconds=0.5))
+        pending = qi._targets["aggregated"].groups["tiny|0"].pending
+        if pending:
+            features.append(pending[-1].features.as_dict())
+    assert qi._upstream == {}
+    assert features and all(f["upstream_arrivals_ahead_per_slot"] == 0.0 for f in features)
+    assert any(f["log_arrivals_over_free_slots"] != 0.0 for f in features)  # engine-side arrivals
+    report = qi.calibration("aggregated")
+    assert report is not None and report.weight >= 50
