@@ -38,8 +38,13 @@ FEATURE_NAMES: tuple[str, ...] = (
     "kv_usage",
     "clipped_utilization",
     "queue_growth_per_second",
+    # inputs that come before the queue a scrape shows
+    "log_arrivals_over_free_slots",
+    "log_arrival_trend",
+    "upstream_arrivals_ahead_per_slot",
+    "log_prompt_tokens_over_kv_free_tokens",
 )
-PRIOR_WEIGHTS: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+PRIOR_WEIGHTS: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 PRIOR_BIAS = 0.0
 
 
@@ -71,8 +76,10 @@ def make_features(
     kv_usage: float | None,
     utilization: float | None,
     queue_growth_per_second: float,
+    precursors: Precursors | None = None,
 ) -> BreachFeatures:
     """Bounded feature transforms; missing inputs take their neutral value (no traffic = no signal)."""
+    pre = precursors or Precursors()
     if slo_seconds <= 0:
         raise ValueError("TTFT SLO must be positive")
     floor = 0.01 * slo_seconds
@@ -90,8 +97,55 @@ def make_features(
             _clamp(kv_usage or 0.0, 0.0, 1.0),
             _clamp(utilization or 0.0, 0.0, 3.0),
             _clamp(queue_growth_per_second, -10.0, 10.0),
+            *pre.values(),
         )
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Precursors:
+    """What precedes the queue a scrape shows; None = not known (the feature is then neutral, 0).
+
+    - arrival_rate: arrivals/s over the last scrape step (a frontend's `requests_started` where one is
+      scraped, else the engine's conservation count), `slots` the batch cap (effective concurrency),
+      `running` / `waiting` the engine now: log((arrivals in the next second + 1) / (free slots + 1));
+    - short / long arrival-rate EWMAs (10 s / 300 s): log((short + 0.1) / (long + 0.1));
+    - upstream_rate: the frontend's arrivals/s, against the engine's own count for the same step:
+      requests accepted upstream that the engine does not show yet, per slot;
+    - prompt tokens waiting (waiting + next second's arrivals, times the mean prompt length) against
+      the KV headroom in tokens ((1 - usage) x pool size): log((demand + 1) / (headroom + 1)).
+    """
+
+    arrival_rate: float | None = None
+    engine_arrival_rate: float | None = None
+    upstream_rate: float | None = None
+    slots: float | None = None
+    running: float = 0.0
+    waiting: float = 0.0
+    trend_short: float | None = None
+    trend_long: float | None = None
+    mean_prompt_tokens: float | None = None
+    kv_usage: float | None = None
+    kv_tokens: float | None = None
+
+    def values(self) -> tuple[float, float, float, float]:
+        rate = self.arrival_rate if self.arrival_rate is not None else None
+        fill = 0.0
+        if rate is not None and self.slots is not None and self.slots >= 1:
+            free = max(0.0, self.slots - self.running - self.waiting)
+            fill = _clamp(math.log((rate + 1) / (free + 1)), -5.0, 5.0)
+        trend = 0.0
+        if self.trend_short is not None and self.trend_long is not None:
+            trend = _clamp(math.log((self.trend_short + 0.1) / (self.trend_long + 0.1)), -3.0, 3.0)
+        ahead = 0.0
+        if self.upstream_rate is not None and self.engine_arrival_rate is not None:
+            ahead = _clamp((self.upstream_rate - self.engine_arrival_rate) / max(1.0, self.slots or 1.0), -3.0, 3.0)
+        kv = 0.0
+        if self.mean_prompt_tokens is not None and self.kv_usage is not None and self.kv_tokens is not None:
+            demand = (self.waiting + (rate or 0.0)) * self.mean_prompt_tokens
+            headroom = max(0.0, 1 - self.kv_usage) * self.kv_tokens
+            kv = _clamp(math.log((demand + 1) / (headroom + 1)), -5.0, 5.0)
+        return fill, trend, ahead, kv
 
 
 def _clamp(value: float, lo: float, hi: float) -> float:
@@ -253,6 +307,65 @@ class BinnedRecalibration:
         return out
 
 
+@dataclass
+class EvidenceShrink:
+    """How far the published probability may move from the structural one toward the learned one.
+
+    Two forecasters, per load stratum: `s` the structural probability P(W + X > SLO) (no learning)
+    and `r` the learned one (the regression, recalibrated by `BinnedRecalibration`). Each labelled
+    prediction adds the difference of their log losses on the arrivals it was scored on (fractional
+    label y, n arrivals: n (l(s) - l(r)), l(p) = -(y ln p + (1 - y) ln(1 - p)), p clipped to
+    [0.001, 0.999]) to an evidence sum E in nats, decayed with a half-life and kept within
+    +-`max_evidence_nats`. The published probability is the mixture
+
+        p = (1 - w) s + w r,   w = 1 / (1 + e^-(logit(prior) + E))
+
+    Without the bound this is the Bayes mixture of the two (Vovk's aggregating algorithm, eta = 1):
+    w is the posterior weight of the learned forecaster given the labels so far. The bound is what
+    fixed-share (Herbster & Warmuth 1998) buys: weight that was earned on one stretch of load can be
+    lost within a nat or two when the learned part starts to hurt, instead of after as many nats as it
+    had won. Consequences (prior 1/4, 1 nat): with no evidence w = 1/4, and w stays within
+    [0.11, 0.48]: the structural probability keeps at least half the weight, however much the
+    learned part seemed to win; per request the published log loss exceeds the structural one's by
+    at most -ln(1 - w): ln(4/3) = 0.29 nats before any evidence, 0.12 nats once the learned part has
+    lost a nat in that stratum.
+    """
+
+    prior: float = 0.25
+    max_evidence_nats: float = 1.0
+    half_life_seconds: float = 600.0
+    cells: dict[str, list[float]] = field(default_factory=dict)  # stratum -> [evidence nats, time]
+
+    def _evidence(self, stratum: str, now: float) -> float:
+        cell = self.cells.get(stratum)
+        if cell is None:
+            return 0.0
+        keep = 0.5 ** (max(0.0, now - cell[1]) / self.half_life_seconds) if self.half_life_seconds > 0 else 1.0
+        return cell[0] * keep
+
+    def weight(self, stratum: str, now: float) -> float:
+        """Weight of the learned forecaster in `stratum`."""
+        return _sigmoid(math.log(self.prior / (1 - self.prior)) + self._evidence(stratum, now))
+
+    def apply(self, stratum: str, structural: float, learned: float, now: float) -> float:
+        w = self.weight(stratum, now)
+        return _clamp((1 - w) * structural + w * learned, 0.0, 1.0)
+
+    def update(
+        self, stratum: str, structural: float, learned: float, outcome: float, arrivals: float, now: float
+    ) -> None:
+        if arrivals <= 0 or not 0.0 <= outcome <= 1.0:
+            return
+        gain = arrivals * (_log_loss(structural, outcome) - _log_loss(learned, outcome))
+        cap = self.max_evidence_nats
+        self.cells[stratum] = [_clamp(self._evidence(stratum, now) + gain, -cap, cap), now]
+
+
+def _log_loss(p: float, y: float) -> float:
+    q = _clamp(p, 0.001, 0.999)
+    return -(y * math.log(q) + (1 - y) * math.log(1 - q))
+
+
 # ----------------------------------------------------------------------------- calibration
 
 
@@ -409,6 +522,8 @@ class PendingPrediction:
     shift: float = 0.0  # typical within-SLO TTFT when predicted: aligns first tokens to arrivals
     raw: float | None = None  # the regression's own output, before recalibration
     stratum: str = "busy"  # load stratum at the prediction (BinnedRecalibration)
+    structural: float | None = None  # the structural probability P(W + X > SLO) (EvidenceShrink)
+    learned: float | None = None  # the recalibrated regression, before the shrink
 
 
 # ----------------------------------------------------------------------------- per-arrival labels

@@ -11,6 +11,10 @@ in `PREDICTIVE_CODES`. For those:
   ECE: the recommendation is still logged (people should see it) but never `act`;
 * rolling ECE within the limit -> confidence unchanged, evidence records the ECE it was checked against.
 
+The report is the calibration of the probability that was published (`phaselens_slo_breach_probability`
+after recalibration and the shrink toward the structural probability), never of an internal score;
+its Brier score travels in the evidence beside the ECE.
+
 Recommendations built on measurements alone pass through untouched. Nothing is dropped: a
 downgraded finding is still useful to a person, and dropping it would hide that the model drifted.
 """
@@ -47,6 +51,7 @@ def gate_recommendation(rec: Recommendation, report: CalibrationReport | None, l
         evidence["gate"] = "calibration_unproven"
         return replace(rec, confidence=min(rec.confidence, ESCALATE_CAP), evidence=evidence)
     evidence["calibration_error"] = round(report.ece, 4)
+    evidence["brier_score"] = round(report.brier, 4)
     evidence["calibration_error_limit"] = limit
     if report.ece > limit:
         evidence["gate"] = "calibration_error_above_limit"

@@ -14,6 +14,7 @@ Wiring (pipeline): `qi = QueueIntelligence.from_state(state_file.load())`, then 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ from typing import Any
 
 from phaselens.analyzers import breach as br
 from phaselens.analyzers import gating, gpu, patterns
+from phaselens.analyzers import kv_cache as kvc
 from phaselens.analyzers import queueing as qm
 from phaselens.analyzers.window import Group, TargetWindow
 from phaselens.model import GpuReading, Recommendation, Signal, Target, make_labels
@@ -42,12 +44,22 @@ class _GroupState:
     marks: deque[br.ArrivalMark] = field(default_factory=deque)  # per-tick arrivals + TTFT tally
     arrivals: float = 0.0  # cumulative arrivals by conservation since this object started
     population: tuple[float, float] | None = None  # (finished counter, waiting + running) at the last tick
+    # TTFT of requests served with nothing queued (steps whose both ends showed an empty queue):
+    # the engine's own service-to-first-token time X when it exports no prefill-time histogram
+    # (Dynamo's mocker, older engines). The window's whole TTFT would count queue waits twice.
+    quiet_ttft: list[list[float]] | None = None  # [[bound, cumulative count], ...], decayed
+    quiet_time: float | None = None
+    last_ttft: tuple[tuple[float, float], ...] | None = None
+    last_waiting: float | None = None
 
 
 @dataclass
 class _TargetState:
     predictor: br.BreachPredictor = field(default_factory=br.BreachPredictor)
     recalibration: br.BinnedRecalibration = field(default_factory=br.BinnedRecalibration)
+    # not persisted: after a restart the learned part earns its weight again on the workload in
+    # front of it (measured: evidence carried from other runs let transferred corrections hurt)
+    shrink: br.EvidenceShrink = field(default_factory=br.EvidenceShrink)
     calibration: br.RollingCalibration = field(default_factory=br.RollingCalibration)
     profile: patterns.DailyProfile = field(default_factory=patterns.DailyProfile)
     groups: dict[str, _GroupState] = field(default_factory=dict)
@@ -66,6 +78,8 @@ class QueueTuning:
     kv_precursor_horizon_seconds: float = 120.0
     breach_recommendation_probability: float = 0.5
     gpu_history_points: int = 5
+    quiet_ttft_half_life_seconds: float = 600.0
+    quiet_ttft_min_requests: float = 5.0
 
 
 def _group_key(group: Group) -> str:
@@ -80,6 +94,9 @@ class QueueIntelligence:
         # (target, group key) -> the queueing model's own P(W + X > SLO) at the last tick: the
         # regression's first feature before learning, kept so evaluations can score it as a baseline
         self.last_structural_probability: dict[tuple[str, str], float] = {}
+        # model_name -> what a frontend (Dynamo's) knows before any engine queue shows it: arrivals/s
+        # per engine target over the last scrape step (requests_started), mean prompt tokens, KV pool
+        self._upstream: dict[str, _Upstream] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -103,6 +120,7 @@ class QueueIntelligence:
         signals: list[Signal] = []
         recs: list[Recommendation] = []
         pool: dict[tuple[str, str], list[float]] = {}
+        self._upstream = _upstream_arrival_rates(windows)
         total_waiting = 0.0
         total_running = 0.0
         for name, (target, window) in windows.items():
@@ -162,13 +180,11 @@ class QueueIntelligence:
                     recs.append(peak)
             report = tstate.calibration.report()
             if report is not None:
-                signals.append(
-                    Signal(
-                        "phaselens_prediction_calibration_error",
-                        make_labels({"target": name, "role": target.role, "model_name": "", "engine": ""}),
-                        report.ece,
-                    )
-                )
+                # Both scored on the probability actually published (after recalibration and the
+                # shrink toward the structural one): the gate reads the same report.
+                target_labels = make_labels({"target": name, "role": target.role, "model_name": "", "engine": ""})
+                signals.append(Signal("phaselens_prediction_calibration_error", target_labels, report.ece))
+                signals.append(Signal("phaselens_prediction_brier_score", target_labels, report.brier))
         for (role, model_name), (load, capacity) in sorted(pool.items()):
             signals.append(
                 Signal(
@@ -241,6 +257,7 @@ class QueueIntelligence:
             gstate.pending.clear()
             return []
         self._mark(gstate, window, group, obs, tally, now)
+        self._quiet_ttft(gstate, _merged_buckets(hist), obs.waiting, now)
         # 1. label earlier predictions with what happened to the requests that arrived after them
         marks = gstate.marks
         while gstate.pending:
@@ -261,18 +278,25 @@ class QueueIntelligence:
                 tstate.predictor.update(pending.features, outcome, n)
             if pending.raw is not None:
                 tstate.recalibration.update(pending.stratum, pending.raw, outcome, n, now)
+            if pending.structural is not None and pending.learned is not None:
+                tstate.shrink.update(pending.stratum, pending.structural, pending.learned, outcome, n, now)
         # 2. predict now: the regression, then its recalibration for the engine's load stratum
-        features = self.features(window, group, obs, waits, rho, slo)
+        features = self.features(window, group, obs, waits, rho, slo, labels["target"])
         stratum = br.load_stratum(obs.waiting, obs.running)
         # An idle engine has no queueing dynamics for the regression's corrections to describe
         # (they are learned under load, from hundreds of arrivals): there the raw score is the
         # queueing model's own probability, and only the idle bins recalibrate it.
         structural = _sigmoid(features.values[0])
         raw = structural if stratum == "idle" else tstate.predictor.predict(features)
-        probability = tstate.recalibration.apply(stratum, raw, now)
+        learned = tstate.recalibration.apply(stratum, raw, now)
+        # published: the structural probability, moved toward the learned one only as far as the
+        # labelled evidence says the learned one predicts better (EvidenceShrink)
+        probability = tstate.shrink.apply(stratum, structural, learned, now)
         self.last_structural_probability[(labels["target"], _group_key(group))] = structural
         shift = min(slo, obs.ttft_p50_seconds) if obs.ttft_p50_seconds is not None else slo / 2
-        gstate.pending.append(br.PendingPrediction(now, features, probability, tally, shift, raw, stratum))
+        gstate.pending.append(
+            br.PendingPrediction(now, features, probability, tally, shift, raw, stratum, structural, learned)
+        )
         while len(gstate.pending) > self.tuning.max_pending:
             gstate.pending.popleft()
         if probability >= self.tuning.breach_recommendation_probability and obs.arrival_rate:
@@ -299,6 +323,46 @@ class QueueIntelligence:
             )
         return [Signal("phaselens_slo_breach_probability", make_labels(labels), probability)]
 
+    def _recent_arrival_rate(
+        self, gstate: _GroupState | None, group: Group, obs: qm.QueueObservation
+    ) -> float | None:
+        """Arrivals/s now: the frontend's count where one is scraped (before any queue), else the
+        engine's last step by conservation, else the window's mean."""
+        upstream = self._upstream.get(group[0])
+        if upstream is not None and upstream.rate is not None:
+            return upstream.rate
+        return self._engine_arrival_rate(gstate, obs)
+
+    @staticmethod
+    def _engine_arrival_rate(gstate: _GroupState | None, obs: qm.QueueObservation) -> float | None:
+        if gstate is not None and len(gstate.marks) >= 2:
+            a, b = gstate.marks[-2], gstate.marks[-1]
+            if b.time > a.time:
+                return max(0.0, b.arrivals - a.arrivals) / (b.time - a.time)
+        return obs.arrival_rate
+
+    def _quiet_ttft(
+        self, gstate: _GroupState, buckets: tuple[tuple[float, float], ...] | None, waiting: float, now: float
+    ) -> None:
+        """Add this step's TTFT observations to the quiet histogram when the queue was empty at both ends."""
+        last, last_waiting = gstate.last_ttft, gstate.last_waiting
+        gstate.last_ttft, gstate.last_waiting = buckets, waiting
+        if buckets is None or last is None or last_waiting is None or last_waiting > 0 or waiting > 0:
+            return
+        if [b for b, _ in last] != [b for b, _ in buckets]:
+            return
+        delta = [c1 - c0 for (_, c0), (_, c1) in zip(last, buckets, strict=True)]
+        if delta[-1] <= 0 or min(delta) < 0:
+            return  # nothing new, or a reset
+        keep = 1.0
+        if gstate.quiet_ttft is not None and gstate.quiet_time is not None:
+            keep = 0.5 ** (max(0.0, now - gstate.quiet_time) / self.tuning.quiet_ttft_half_life_seconds)
+        old = gstate.quiet_ttft
+        if old is None or [b for b, _ in old] != [b for b, _ in buckets]:
+            old = [[b, 0.0] for b, _ in buckets]
+        gstate.quiet_ttft = [[b, c * keep + d] for (b, c), d in zip(old, delta, strict=True)]
+        gstate.quiet_time = now
+
     def _mark(
         self,
         gstate: _GroupState,
@@ -309,9 +373,10 @@ class QueueIntelligence:
         now: float,
     ) -> None:
         """Record this tick's cumulative arrivals (finished + change in waiting + running) and tally."""
-        finished = window.gauge(cn.REQUEST_SUCCESS, group)
-        if finished is None:
+        series = qm.finished_series(window, group, horizon=0.0)
+        if not series:
             return
+        finished = series[-1][1]
         population = obs.waiting + obs.running
         if gstate.population is not None:
             done = finished - gstate.population[0] if finished >= gstate.population[0] else finished
@@ -331,6 +396,7 @@ class QueueIntelligence:
         waits: list[qm.WaitPrediction],
         rho: float | None,
         slo: float,
+        target_name: str | None = None,
     ) -> br.BreachFeatures:
         from phaselens.analyzers.window import histogram_quantile
 
@@ -346,9 +412,42 @@ class QueueIntelligence:
             breach_fraction = outcome[0] if outcome is not None else None
         by_model = {w.model: w.point for w in waits}
         predicted_wait = by_model.get("little", by_model.get("erlang_c", 0.0))
-        structural = self._structural_probability(window, group, obs, predicted_wait, slo, breach_fraction)
+        gstate = self._targets[target_name].groups.get(_group_key(group)) if target_name else None
+        quiet = gstate.quiet_ttft if gstate is not None else None
+        if quiet is not None and quiet[-1][1] < self.tuning.quiet_ttft_min_requests:
+            quiet = None
+        slots = qm.effective_concurrency(obs, gstate.concurrency if gstate is not None else None)
+        arrival_rate = self._recent_arrival_rate(gstate, group, obs)
+        structural_wait = predicted_wait
+        if obs.waiting > 0 and slots is not None and obs.mean_service_seconds:
+            # a queue drains at the slot release rate c / E[S] once every slot is busy; the window's
+            # mean first-token rate is lower whenever the window also holds quiet stretches (bursts)
+            drain = max(slots / obs.mean_service_seconds, obs.admission_rate or 0.0)
+            structural_wait = obs.waiting / drain
+        structural = self._structural_probability(window, group, obs, structural_wait, slo, breach_fraction, quiet)
         waiting_series = window.gauge_series(cn.REQUESTS_WAITING, group, horizon=short)
         growth = patterns.linear_slope(waiting_series) or 0.0
+        upstream = self._upstream.get(group[0])
+        prompt = window.histogram_delta(cn.REQUEST_PROMPT_TOKENS, group)
+        mean_prompt = prompt.mean if prompt is not None else None
+        if mean_prompt is None and upstream is not None:
+            mean_prompt = upstream.mean_prompt_tokens
+        kv_tokens = kvc.info_number(window, group, cn.INFO_KV_CACHE_SIZE_TOKENS)
+        if kv_tokens is None and upstream is not None:
+            kv_tokens = upstream.kv_tokens
+        precursors = br.Precursors(
+            arrival_rate=arrival_rate,
+            engine_arrival_rate=self._engine_arrival_rate(gstate, obs),
+            upstream_rate=upstream.rate if upstream is not None else None,
+            slots=slots,
+            running=obs.running,
+            waiting=obs.waiting,
+            trend_short=gstate.trend.short if gstate is not None else None,
+            trend_long=gstate.trend.long if gstate is not None else None,
+            mean_prompt_tokens=mean_prompt,
+            kv_usage=obs.kv_usage,
+            kv_tokens=kv_tokens,
+        )
         return br.make_features(
             slo_seconds=slo,
             structural_probability=structural,
@@ -360,6 +459,7 @@ class QueueIntelligence:
             kv_usage=obs.kv_usage,
             utilization=rho,
             queue_growth_per_second=growth,
+            precursors=precursors,
         )
 
     @staticmethod
@@ -370,20 +470,30 @@ class QueueIntelligence:
         predicted_wait: float,
         slo: float,
         recent_breach_fraction: float | None,
+        quiet_ttft: list[list[float]] | None = None,
     ) -> float:
-        """P(W + X > SLO): X from the window's prefill-time histogram (TTFT's when the engine has none),
+        """P(W + X > SLO): X from the window's prefill-time histogram; an engine without one: the TTFT
+        of requests served while nothing was queued (`_quiet_ttft`), else the window's TTFT.
         W ~ Gamma(mean = predicted wait, SCV = 1 / L_q). Without any latency data: the recent breach
         fraction, else a small floor."""
+        buckets: tuple[tuple[float, float], ...] | None = None
+        count = 0.0
         service = window.histogram_delta(cn.PREFILL_TIME_SECONDS, group)
-        if service is None or service.count <= 0:
+        if service is not None and service.count > 0:
+            buckets, count = service.buckets, service.count
+        elif quiet_ttft is not None:
+            buckets, count = tuple((b, c) for b, c in quiet_ttft), quiet_ttft[-1][1]
+        else:
             service = window.histogram_delta(cn.TTFT_SECONDS, group)
+            if service is not None and service.count > 0:
+                buckets, count = service.buckets, service.count
         scv = 1 / obs.waiting if obs.waiting > 0 else 1.0
         found = None
-        if service is not None and service.count > 0:
-            found = qm.probability_total_exceeds(slo, service.buckets, predicted_wait, scv)
+        if buckets is not None:
+            found = qm.probability_total_exceeds(slo, buckets, predicted_wait, scv)
             if found is not None:
                 # shrink toward the middle by the sample size: 0 breaches in 5 requests is not p = 0
-                found = (found * service.count + 0.05) / (service.count + 0.1)
+                found = (found * count + 0.05) / (count + 0.1)
         if found is None:
             found = recent_breach_fraction if recent_breach_fraction is not None else 0.01
         return found
@@ -469,7 +579,8 @@ class QueueIntelligence:
                     "calibration": t.calibration.to_state(),
                     "profile": t.profile.to_state(),
                     "groups": {
-                        key: {"concurrency": g.concurrency, "trend": g.trend.to_state()} for key, g in t.groups.items()
+                        key: {"concurrency": g.concurrency, "trend": g.trend.to_state(), "quiet_ttft": g.quiet_ttft}
+                        for key, g in t.groups.items()
                     },
                 }
                 for name, t in self._targets.items()
@@ -503,13 +614,69 @@ class QueueIntelligence:
                     gs = _GroupState(trend=patterns.ArrivalTrend.from_state(g.get("trend") or {}))
                     if isinstance(conc, int | float) and math.isfinite(conc) and conc >= 1:
                         gs.concurrency = float(conc)
+                    gs.quiet_ttft = _valid_buckets(g.get("quiet_ttft"))
                     t.groups[str(key)] = gs
             out._targets[str(name)] = t
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Upstream:
+    rate: float | None
+    mean_prompt_tokens: float | None
+    kv_tokens: float | None
+
+
+def _upstream_arrival_rates(windows: Mapping[str, tuple[Target, TargetWindow]]) -> dict[str, _Upstream]:
+    """Per model: from targets that count requests as they come in (`requests_started`, a Dynamo
+    frontend), arrivals/s over the last scrape step shared evenly by the model's engine targets (those
+    with a running gauge: the router spreads arrivals over them), the mean prompt length over the
+    window, and one worker's KV pool in tokens (the frontend's model card)."""
+    found: dict[str, list[float | None]] = {}
+    engines: dict[str, int] = {}
+    for _, window in windows.values():
+        for group in window.groups():
+            series = window.gauge_series(cn.REQUESTS_STARTED, group)
+            if len(series) >= 2 and series[-1][0] > series[-2][0]:
+                (t0, v0), (t1, v1) = series[-2], series[-1]
+                prompt = window.histogram_delta(cn.REQUEST_PROMPT_TOKENS, group)
+                entry = found.setdefault(group[0], [0.0, None, None])
+                entry[0] = (entry[0] or 0.0) + (v1 - v0 if v1 >= v0 else v1) / (t1 - t0)
+                entry[1] = prompt.mean if prompt is not None else entry[1]
+                entry[2] = kvc.info_number(window, group, cn.INFO_KV_CACHE_SIZE_TOKENS) or entry[2]
+            elif window.gauge(cn.REQUESTS_RUNNING, group) is not None:
+                engines[group[0]] = engines.get(group[0], 0) + 1
+    return {
+        model: _Upstream((rate or 0.0) / engines[model] if engines.get(model) else None, prompt, kv)
+        for model, (rate, prompt, kv) in found.items()
+    }
+
+
+def _valid_buckets(raw: Any) -> list[list[float]] | None:
+    """A persisted quiet-TTFT histogram, or None when it is damaged (then it is learned afresh)."""
+    try:
+        rows = [[float(b), float(c)] for b, c in raw]
+    except (TypeError, ValueError):
+        return None
+    if not rows or any(math.isnan(b) or not math.isfinite(c) or c < 0 for b, c in rows):
+        return None
+    if any(r1[0] <= r0[0] or r1[1] < r0[1] - 1e-9 for r0, r1 in itertools.pairwise(rows)):
+        return None
+    return rows
+
+
 def _sigmoid(z: float) -> float:
     return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
+
+
+def _merged_buckets(hists: Sequence[Any]) -> tuple[tuple[float, float], ...] | None:
+    """The group's TTFT series summed bucket by bucket; None when their bucket bounds differ."""
+    if not hists:
+        return None
+    bounds = [b for b, _ in hists[0].buckets]
+    if any([b for b, _ in h.buckets] != bounds for h in hists[1:]):
+        return None
+    return tuple((b, sum(h.buckets[i][1] for h in hists)) for i, b in enumerate(bounds))
 
 
 def _merged_tally(now: float, hists: Sequence[Any], slo: float) -> br.TtftTally | None:

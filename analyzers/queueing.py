@@ -87,6 +87,14 @@ def _diffs(series: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
+def finished_series(window: TargetWindow, group: Group, horizon: float | None = None) -> list[tuple[float, float]]:
+    """Cumulative finished requests per scrape: `request_success` (every finished_reason), else the
+    end-to-end latency histogram's count, which gets one observation per finished request (vLLM
+    records it at finish; Dynamo's mocker exports it but no success counter)."""
+    series = window.gauge_series(cn.REQUEST_SUCCESS, group, horizon)
+    return series if series else window.histogram_count_series(cn.E2E_LATENCY_SECONDS, group, horizon)
+
+
 def arrival_counts(window: TargetWindow, group: Group, horizon: float | None = None) -> list[tuple[float, float]]:
     """Arrivals per scrape step by conservation: finished + change in (waiting + running).
 
@@ -101,7 +109,7 @@ def arrival_counts(window: TargetWindow, group: Group, horizon: float | None = N
             (t1 - t0, v1 - v0 if v1 >= v0 else v1)  # a counter reset restarts from 0
             for (t0, v0), (t1, v1) in itertools.pairwise(started)
         ]
-    finished = dict(window.gauge_series(cn.REQUEST_SUCCESS, group, horizon))
+    finished = dict(finished_series(window, group, horizon))
     waiting = dict(window.gauge_series(cn.REQUESTS_WAITING, group, horizon))
     running = dict(window.gauge_series(cn.REQUESTS_RUNNING, group, horizon))
     times = sorted(t for t in finished if t in waiting and t in running)
@@ -158,6 +166,10 @@ def observe(window: TargetWindow, group: Group, horizon: float | None = None) ->
     admission_rate = ttft.count / ttft.seconds if ttft is not None and ttft.seconds > 0 else None
     first_tokens = ttft.count if ttft is not None else 0.0
     finished = window.rate(cn.REQUEST_SUCCESS, group, horizon=horizon)
+    if finished is None:
+        e2e_done = window.histogram_delta(cn.E2E_LATENCY_SECONDS, group, horizon)
+        if e2e_done is not None and e2e_done.seconds > 0:
+            finished = e2e_done.count / e2e_done.seconds
 
     service = window.histogram_delta(cn.INFERENCE_TIME_SECONDS, group, horizon)
     mean_service: float | None = None
@@ -168,8 +180,14 @@ def observe(window: TargetWindow, group: Group, horizon: float | None = None) ->
         e2e = window.histogram_delta(cn.E2E_LATENCY_SECONDS, group, horizon)
         queue = window.histogram_delta(cn.QUEUE_TIME_SECONDS, group, horizon)
         if e2e is not None and e2e.count > 0:
-            queued = queue.sum if queue is not None and queue.count == e2e.count else 0.0
-            mean_service = max(0.0, e2e.sum - queued) / e2e.count
+            if queue is not None and queue.count == e2e.count:
+                mean_service = max(0.0, e2e.sum - queue.sum) / e2e.count
+            elif ttft is not None and ttft.count > 0 and e2e.mean is not None and ttft.mean is not None:
+                # no queue-time histogram (Dynamo's mocker): e2e minus TTFT, the time a request holds
+                # its slot after its first token; e2e alone would count every queue wait as service
+                mean_service = max(0.0, e2e.mean - ttft.mean)
+            else:
+                mean_service = e2e.sum / e2e.count
             service_scv = histogram_scv(e2e)
     queue_delta = window.histogram_delta(cn.QUEUE_TIME_SECONDS, group, horizon)
 

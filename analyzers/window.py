@@ -366,6 +366,17 @@ class TargetWindow:
                 out.append((point.time, sum(values)))
         return out
 
+    def histogram_count_series(
+        self, name: str, group: Group, horizon: float | None = None
+    ) -> list[tuple[float, float]]:
+        """(time, observation count summed over the matching series) across the window."""
+        out: list[tuple[float, float]] = []
+        for point in self._within(horizon):
+            counts = [h.count for labels, h in point.histograms.get(name, ()) if _matches(labels, group, None)]
+            if counts and all(c is not None and not math.isnan(c) for c in counts):
+                out.append((point.time, sum(c for c in counts if c is not None)))
+        return out
+
     # ------------------------------------------------------------------ counters
 
     def span(self, horizon: float | None = None) -> float:

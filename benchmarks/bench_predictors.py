@@ -1,7 +1,21 @@
 """Evaluate the queue predictors against per-request client ground truth.
 
-Usage: python benchmarks/bench_predictors.py [RUN_DIR ...]
-       (default: every e2e/out/*/ holding both `scrapes/` and `ground_truth.jsonl`)
+Usage: python benchmarks/bench_predictors.py [--detail] [--set=development|validation] [RUN_DIR ...]
+       python benchmarks/bench_predictors.py --legacy [RUN_DIR ...]   (per-phase, 0.25 s, wait coverage)
+       (default runs: every finished recording of e2e/out/protocol/ (benchmarks/predictor_runs.json,
+       recorded by `python e2e/record_protocol.py`), then every other e2e/out/*/ with ground truth)
+
+The protocol (default): leave-one-run-out over the recordings. Each run is scored twice, `cold`
+(no state) and `warm` (state learned online, from the engines' own labels only, on every OTHER run
+of the list, restored through the state dict as after a restart), at SLO 0.5 s, next to (a) the queue
+depth at arrival alone (AUROC only: it is no probability) and (b) the structural queueing probability
+alone. One row per run; the rules, checked per held-out run and start: AUROC >= queue-depth AUROC -
+0.01 and ECE <= 0.03. Multi-worker recordings are scored on the pool: the workers' scrapes of one
+instant merged into one engine view (counts and histograms summed, KV usage the max), with the
+frontend as a second target whose arrival counter the engine's prediction reads. `--detail` adds the
+per-phase rows. `--set=` runs the protocol within one set of the manifest: `development` (seeds
+101-116, looked at while the model was designed) or `validation` (the same 16 shapes, seeds 201-216,
+recorded after the design was frozen and scored once).
 
 A run folder (from e2e/scenario.py) holds recorded scrapes (`scrapes/<role>/NNNN.prom`, `phaselens
 record` format) and `ground_truth.jsonl` (one line per client request: start, ttft, outcome, phase).
@@ -36,8 +50,11 @@ Headline SLO 0.5 s (the issue's target); 0.25 s (the e2e runs' own setting) as a
 from __future__ import annotations
 
 import bisect
+import contextlib
+import io
 import json
 import math
+import multiprocessing
 import statistics
 import sys
 import tarfile
@@ -51,7 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from phaselens.analyzers.breach import auroc, brier_score, expected_calibration_error  # noqa: E402
 from phaselens.analyzers.queue_intelligence import QueueIntelligence  # noqa: E402
 from phaselens.analyzers.window import TargetWindow  # noqa: E402
-from phaselens.model import ROLES, Target, label_value  # noqa: E402
+from phaselens.model import ROLES, EngineSnapshot, Exposition, Histogram, MetricFamily, Sample, Target, label_value  # noqa: E402
 from phaselens.parsers.engines import to_snapshot  # noqa: E402
 from phaselens.parsers.exposition import parse_exposition  # noqa: E402
 from phaselens.settings import Settings  # noqa: E402
@@ -59,7 +76,9 @@ from phaselens.settings import Settings  # noqa: E402
 BUNDLED = ROOT / "sidecar" / "data" / "vllm-0.32.0-cpu-aggregated.tar.gz"
 HEADLINE_SLO = 0.5
 EXTRA_SLO = 0.25
-Sources = dict[str, list[tuple[float, bytes]]]
+Sources = dict[str, list[tuple[float, EngineSnapshot]]]
+PROTOCOL = ROOT / "e2e" / "out" / "protocol"
+MANIFEST = ROOT / "benchmarks" / "predictor_runs.json"
 
 
 @dataclass
@@ -90,19 +109,77 @@ def read_scrapes(folder: Path) -> list[tuple[float, bytes]]:
     return sorted(out)
 
 
+def _relabel(expo: Exposition, worker: str) -> Exposition:
+    """Every series of one worker gets `phaselens_pool_worker=<n>`: a label the adapter drops, so the
+    workers' series are summed (counts, counters, histograms) or maxed (KV usage) into one pool."""
+    extra = ("phaselens_pool_worker", worker)
+    families = {
+        name: MetricFamily(
+            f.name,
+            f.type,
+            f.help,
+            f.unit,
+            tuple(Sample(x.name, (*x.labels, extra), x.value, x.timestamp) for x in f.samples),
+            tuple(Histogram(h.name, (*h.labels, extra), h.buckets, h.sum, h.count) for h in f.histograms),
+        )
+        for name, f in expo.families.items()
+    }
+    return Exposition(families, expo.issues, expo.format, expo.issue_count)
+
+
+def pooled(scrapes: list[list[tuple[float, bytes]]]) -> list[tuple[float, EngineSnapshot]]:
+    """One engine view of several workers scraped at the same instants (the recorder scrapes every
+    target of a tick at once): the pool a KV router balances over, as one target."""
+    if len(scrapes) == 1:
+        return [(t, to_snapshot(parse_exposition(d), t)) for t, d in scrapes[0]]
+    out = []
+    for ticks in zip(*scrapes, strict=False):
+        times = [t for t, _ in ticks]
+        if max(times) - min(times) > 0.5:
+            continue  # a failed scrape shifted one worker's files: not one instant
+        parts = [_relabel(parse_exposition(d), str(i)) for i, (_, d) in enumerate(ticks)]
+        families: dict[str, MetricFamily] = {}
+        for part in parts:
+            for name, fam in part.families.items():
+                have = families.get(name)
+                families[name] = (
+                    fam
+                    if have is None
+                    else MetricFamily(
+                        have.name,
+                        have.type,
+                        have.help,
+                        have.unit,
+                        have.samples + fam.samples,
+                        have.histograms + fam.histograms,
+                    )
+                )
+        t = max(times)
+        out.append((t, to_snapshot(Exposition(families), t)))
+    return out
+
+
 def scrape_sources(run: Path) -> Sources:
     base = run / "scrapes"
     if not base.is_dir():
         return {}
     if any(base.glob("*.prom")):
-        return {"aggregated": read_scrapes(base)}
-    return {d.name: read_scrapes(d) for d in sorted(base.iterdir()) if d.is_dir() and any(d.glob("*.prom"))}
+        return {"aggregated": pooled([read_scrapes(base)])}
+    folders = {d.name: read_scrapes(d) for d in sorted(base.iterdir()) if d.is_dir() and any(d.glob("*.prom"))}
+    out: Sources = {}
+    workers = [v for k, v in sorted(folders.items()) if k == "aggregated" or k.startswith("aggregated-")]
+    if workers:
+        out["aggregated"] = pooled(workers)
+    for k, v in folders.items():
+        if k != "aggregated" and not k.startswith("aggregated-"):
+            out[k] = pooled([v])
+    return out
 
 
 def bundled_sources() -> Sources:
     with tempfile.TemporaryDirectory() as tmp, tarfile.open(BUNDLED) as tar:
         tar.extractall(tmp, filter="data")
-        return {"aggregated": read_scrapes(Path(tmp) / "rec")}
+        return {"aggregated": pooled([read_scrapes(Path(tmp) / "rec")])}
 
 
 def entry_role(sources: Sources) -> str:
@@ -117,7 +194,7 @@ def replay(sources: Sources, settings: Settings, qi: QueueIntelligence) -> list[
     entry = entry_role(sources)
     windows = {name: TargetWindow(settings.window_seconds) for name in sources}
     targets = {name: Target(name, name if name in ROLES else "aggregated", "") for name in sources}
-    events = sorted((t, name, data) for name, scrapes in sources.items() for t, data in scrapes)
+    events = sorted(((t, name, snap) for name, scrapes in sources.items() for t, snap in scrapes), key=lambda e: e[:2])
     out: list[Published] = []
     i = 0
     while i < len(events):
@@ -126,8 +203,8 @@ def replay(sources: Sources, settings: Settings, qi: QueueIntelligence) -> list[
         while i < len(events) and events[i][0] - t <= 0.5:
             batch.append(events[i])
             i += 1
-        for ts, name, data in batch:
-            windows[name].add(to_snapshot(parse_exposition(data), ts))
+        for _, name, snap in batch:
+            windows[name].add(snap)
         now = max(ts for ts, _, _ in batch)
         signals, _ = qi.tick({n: (targets[n], windows[n]) for n in sources}, now, settings)
         prob = None
@@ -283,14 +360,146 @@ def _entry_as_every_role(state: dict[str, object]) -> dict[str, object]:
     return {"version": state["version"], "targets": {**targets, "aggregated": learned, "prefill": learned}}
 
 
-def main(argv: list[str]) -> int:
-    runs = [Path(a) for a in argv] or sorted(
-        p for p in (ROOT / "e2e" / "out").glob("*") if (p / "ground_truth.jsonl").exists() and (p / "scrapes").is_dir()
+RULE_AUROC_MARGIN = 0.01
+RULE_ECE = 0.03
+
+
+def discover_runs(run_set: str | None = None) -> list[Path]:
+    """The protocol's finished recordings (e2e/out/protocol/*) of one set of the manifest
+    (`development` or `validation`; None: every recording), then, with no set named, any other
+    e2e/out/* run with ground truth."""
+    sets = {r["name"]: r.get("set", "development") for r in json.loads(MANIFEST.read_text())["runs"]}
+    found = sorted(
+        p
+        for p in PROTOCOL.glob("*")
+        if (p / "meta.json").exists()
+        and "finished" in json.loads((p / "meta.json").read_text())
+        and (run_set is None or sets.get(p.name) == run_set)
     )
-    runs = [r for r in runs if scrape_sources(r)]
+    if run_set is None:
+        found += sorted(
+            p
+            for p in (ROOT / "e2e" / "out").glob("*")
+            if (p / "ground_truth.jsonl").exists() and (p / "scrapes").is_dir()
+        )
+    return found
+
+
+def run_kind(sources: Sources, run: Path) -> str:
+    meta_path = run / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    workers = int(meta.get("workers", 1))
+    if meta.get("kind") == "dynamo-mocker":
+        base = "engine-only" if meta.get("engine_only") else "frontend+worker"
+        return f"{base}" + (f" x{workers}" if workers > 1 else "")
+    return "vllm" + ("+frontend" if "frontend" in sources else "")
+
+
+@dataclass(frozen=True)
+class Metrics:
+    auroc: float | None
+    ece: float | None
+    brier: float | None
+
+
+def metrics(ps: list[float], ys: list[float]) -> Metrics:
+    ws = [1.0] * len(ps)
+    return Metrics(auroc(ps, ys, ws), expected_calibration_error(ps, ys, ws), brier_score(ps, ys, ws))
+
+
+def passes(m: Metrics, q_auroc: float | None) -> list[str]:
+    """The rules' failures for one start (empty: it passes)."""
+    out = []
+    if m.auroc is not None and q_auroc is not None and m.auroc < q_auroc - RULE_AUROC_MARGIN:
+        out.append("AUROC")
+    if m.ece is None or m.ece > RULE_ECE:
+        out.append("ECE")
+    return out
+
+
+PROTOCOL_HEADER = (
+    f"{'run':<20}{'shape':<20}{'n':>5}{'breach':>7} | {'q AUROC':>7} | {'struct AUROC/ECE/Brier':>22} | "
+    f"{'cold AUROC/ECE/Brier':>20} | {'warm AUROC/ECE/Brier':>20} | rules"
+)
+
+
+def triple(m: Metrics) -> str:
+    return f"{fmt(m.auroc)}/{fmt(m.ece)}/{fmt(m.brier)}"
+
+
+_RECORDED: dict[Path, Sources] = {}  # parsed once, shared with forked workers
+
+
+def evaluate(run: Path, runs: list[Path], slo: float, detail: bool) -> tuple[str, bool]:
+    """One held-out run's row (and per-phase rows with `detail`); whether it fails a rule."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        meta_path = run / "meta.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        settings = Settings(slo_ttft_seconds=slo, window_seconds=float(meta.get("window_s", 30.0)))
+        sources = _RECORDED[run]
+        gt = load_ground_truth(run)
+        cold = replay(sources, settings, QueueIntelligence())
+        rows = score(gt, cold, slo)
+        if not rows:
+            print(f"{run.name:<20} no ground-truth request after the first published prediction")
+            return out.getvalue(), True
+        ys = [r.outcome for r in rows]
+        q = auroc([r.published.waiting for r in rows], ys, [1.0] * len(ys))
+        st = metrics([r.published.structural or 0.0 for r in rows], ys)
+        c = metrics([r.published.probability or 0.0 for r in rows], ys)
+        training = [_RECORDED[r] for r in runs if r != run]
+        warm_pubs = replay(sources, settings, QueueIntelligence.from_state(trained_state(training, settings)))
+        warm_rows = score(gt, warm_pubs, slo)
+        w = metrics([r.published.probability or 0.0 for r in warm_rows], [r.outcome for r in warm_rows])
+        fails = [f"cold {x}" for x in passes(c, q)] + [f"warm {x}" for x in passes(w, q)]
+        verdict = "ok" if not fails else "FAIL " + ", ".join(fails)
+        print(
+            f"{run.name:<20}{run_kind(sources, run):<20}{len(rows):>5}{sum(ys) / len(ys):>7.3f} | {fmt(q):>7} | "
+            f"{triple(st):>22} | {triple(c):>20} | {triple(w):>20} | {verdict}"
+        )
+        if detail:
+            print(HEADER)
+            table(slo, "cold", rows, cold)
+            table(slo, "warm", warm_rows, warm_pubs)
+    return out.getvalue(), bool(fails)
+
+
+def protocol(runs: list[Path], slo: float, detail: bool, jobs: int = 2) -> int:
+    """Leave-one-run-out: each run scored cold (fresh state) and warm (state learned online, from the
+    engines' own labels, on every OTHER run of the list, restored as after a restart)."""
+    _RECORDED.update({run: scrape_sources(run) for run in runs})
+    print(f"Leave-one-run-out over {len(runs)} recordings, SLO {slo:g} s, scored per request at arrival")
+    print(
+        f"rules per held-out run: AUROC >= queue-depth AUROC - {RULE_AUROC_MARGIN}, ECE <= {RULE_ECE} (cold and warm)"
+    )
+    print(PROTOCOL_HEADER, flush=True)
+    failing = 0
+    context = multiprocessing.get_context("fork")
+    with context.Pool(max(1, jobs)) as pool:
+        for text, failed in pool.starmap(evaluate, [(run, runs, slo, detail) for run in runs]):
+            print(text, end="", flush=True)
+            failing += failed
+    print(f"{len(runs) - failing}/{len(runs)} runs meet every rule")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    detail = "--detail" in argv
+    legacy = "--legacy" in argv
+    run_set = next((a.split("=", 1)[1] for a in argv if a.startswith("--set=")), None)
+    argv = [a for a in argv if a not in ("--detail", "--legacy") and not a.startswith("--set=")]
+    runs = [Path(a) for a in argv] or discover_runs(run_set)
+    runs = [r for r in runs if (r / "scrapes").is_dir() and (r / "ground_truth.jsonl").exists()]
     if not runs:
-        print("no e2e run with scrapes/ and ground_truth.jsonl found under e2e/out/")
+        print("no run with scrapes/ and ground_truth.jsonl found (record them: python e2e/record_protocol.py)")
         return 1
+    if not legacy:
+        return protocol(runs, HEADLINE_SLO, detail)
+    return legacy_report(runs)
+
+
+def legacy_report(runs: list[Path]) -> int:
     recorded = {run: scrape_sources(run) for run in runs}
     bundled = bundled_sources()
     print("Breach probability P(client TTFT > SLO), scored per request at arrival (client labels score only).")

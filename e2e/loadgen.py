@@ -16,6 +16,7 @@ both steps (what a user behind the proxy sees).
 
 Usage: python e2e/loadgen.py --url http://127.0.0.1:8011 --out gt.jsonl --phases steady:20:2:20-60:16-48 ...
 Phase syntax: NAME:SECONDS:CONCURRENCY:PROMPT_WORDS_MIN-MAX:OUTPUT_TOKENS_MIN-MAX[:prefix]
+              (OUTPUT_TOKENS_MIN~MAX: log-uniform output lengths, a heavy right tail)
               NAME:SECONDS:@RATE_START-RATE_END:...  (open loop, requests per second)
 """
 
@@ -25,6 +26,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import math
 import random
 import sys
 import time
@@ -57,6 +59,14 @@ class Phase:
     output_tokens: tuple[int, int]
     shared_prefix: bool = False
     rate: tuple[float, float] | None = None  # open loop: arrivals/s at the phase's start and end
+    heavy_tail: bool = False  # output tokens log-uniform over the range (`A~B`) instead of uniform
+
+    def draw_output_tokens(self, rng: random.Random) -> int:
+        """Uniform over the range; `A~B`: log-uniform, a heavy right tail (median sqrt(A*B), mean ~B/ln(B/A))."""
+        lo, hi = self.output_tokens
+        if self.heavy_tail and lo >= 1 and hi > lo:
+            return min(hi, int(math.exp(rng.uniform(math.log(lo), math.log(hi + 1)))))
+        return rng.randint(lo, hi)
 
     def rate_at(self, elapsed: float) -> float:
         """Open-loop arrival rate `elapsed` seconds into the phase (linear ramp)."""
@@ -73,7 +83,7 @@ class Phase:
         name, seconds, conc, pw, ot = parts[:5]
 
         def span(s: str) -> tuple[int, int]:
-            lo, _, hi = s.partition("-")
+            lo, _, hi = s.replace("~", "-").partition("-")
             a, b = int(lo), int(hi or lo)
             if a < 0 or b < a:
                 raise ValueError(f"bad range {s!r} in phase {text!r}")
@@ -86,7 +96,7 @@ class Phase:
             if min(rate) < 0 or max(rate) <= 0:
                 raise ValueError(f"bad arrival rate {conc!r} in phase {text!r}")
             conc = "0"
-        phase = cls(name, float(seconds), int(conc), span(pw), span(ot), len(parts) == 6, rate)
+        phase = cls(name, float(seconds), int(conc), span(pw), span(ot), len(parts) == 6, rate, "~" in ot)
         if phase.seconds < 0 or phase.concurrency < 0:
             raise ValueError(f"negative duration or concurrency in phase {text!r}")
         return phase
@@ -305,7 +315,11 @@ async def run_phase(
     prefill_url: str | None = None,
     lag: LoopLag | None = None,
     token_ids: bool = True,
+    carry: set[asyncio.Task[None]] | None = None,
 ) -> list[RequestRecord]:
+    """Run one phase. With `carry` (open-loop phases), requests still in flight at the phase's end
+    are left running in that set instead of awaited: the next phase's arrivals start on time, as
+    they would in production, instead of after the queue drained."""
     if lag is not None:
         lag.take()
     writer.event("phase_start", phase=phase.name, concurrency=phase.concurrency, rate=phase.rate)
@@ -318,7 +332,7 @@ async def run_phase(
         n_words = rng.randint(*phase.prompt_words)
         prompt = random_prompt(rng, n_words, SHARED_PREFIX if phase.shared_prefix else "")
         rec = RequestRecord(id=f"r{counter[0]:05d}", phase=phase.name, prefix=phase.shared_prefix)
-        await one_request(session, url, prompt, rng.randint(*phase.output_tokens), rec, prefill_url, token_ids)
+        await one_request(session, url, prompt, phase.draw_output_tokens(rng), rec, prefill_url, token_ids)
         writer.request(rec)
         done.append(rec)
 
@@ -331,7 +345,7 @@ async def run_phase(
         # phase's peak rate, each kept with probability rate(t) / peak.
         assert phase.rate is not None
         peak = max(phase.rate)
-        in_flight: set[asyncio.Task[None]] = set()
+        in_flight: set[asyncio.Task[None]] = carry if carry is not None else set()
         while True:
             await asyncio.sleep(rng.expovariate(peak))
             now = time.monotonic()
@@ -341,7 +355,7 @@ async def run_phase(
                 task = asyncio.get_running_loop().create_task(send())
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
-        if in_flight:
+        if in_flight and carry is None:
             await asyncio.gather(*in_flight)
 
     if phase.rate is not None:
@@ -362,10 +376,12 @@ async def run_phases(
     prefill_url: str | None = None,
     timeout_s: float = 600.0,
     token_ids: bool = True,
+    carry_over: bool = False,
 ) -> list[RequestRecord]:
     rng = random.Random(seed)
     counter = [0]
-    records: list[RequestRecord] = []
+    per_phase: list[list[RequestRecord]] = []
+    carry: set[asyncio.Task[None]] | None = set() if carry_over else None
     # force_close: a reused keep-alive connection once ended in ServerDisconnected (REAL-ENGINE.md).
     connector = aiohttp.TCPConnector(force_close=True, limit=0)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -376,12 +392,14 @@ async def run_phases(
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                 for phase in phases:
-                    records += await run_phase(
-                        session, url, phase, writer, rng, counter, prefill_url, lag, token_ids
+                    per_phase.append(
+                        await run_phase(session, url, phase, writer, rng, counter, prefill_url, lag, token_ids, carry)
                     )
+                if carry:
+                    await asyncio.gather(*carry)
         finally:
             lag.stop()
-    return records
+    return [r for done in per_phase for r in done]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -393,9 +411,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-token-ids", action="store_true",
                     help="do not ask for return_token_ids (Dynamo's frontend rejects it with HTTP 400)")
+    ap.add_argument(
+        "--carry-over", action="store_true", help="open-loop phases do not wait for the previous phase's requests"
+    )
     args = ap.parse_args(argv)
-    recs = asyncio.run(run_phases(args.url.rstrip("/"), args.phases, args.out, args.seed, args.prefill_url,
-                                  token_ids=not args.no_token_ids))
+    recs = asyncio.run(
+        run_phases(
+            args.url.rstrip("/"),
+            args.phases,
+            args.out,
+            args.seed,
+            args.prefill_url,
+            token_ids=not args.no_token_ids,
+            carry_over=args.carry_over,
+        )
+    )
     errors = sum(1 for r in recs if r.outcome != "ok")
     print(f"loadgen: {len(recs)} requests, {errors} errors -> {args.out}")
     return 0

@@ -82,6 +82,7 @@ SIGNAL_INPUTS: Final[dict[str, Needs | str]] = {
     "phaselens_predicted_queue_wait_seconds": ((c.REQUEST_SUCCESS, c.REQUESTS_RUNNING, c.REQUESTS_WAITING),),
     "phaselens_slo_breach_probability": ((c.REQUEST_SUCCESS, c.REQUESTS_WAITING, c.TTFT_SECONDS),),
     "phaselens_prediction_calibration_error": ((c.REQUEST_SUCCESS, c.REQUESTS_WAITING, c.TTFT_SECONDS),),
+    "phaselens_prediction_brier_score": ((c.REQUEST_SUCCESS, c.REQUESTS_WAITING, c.TTFT_SECONDS),),
     "phaselens_gpu_utilization_ratio": _HOST,
     "phaselens_gpu_memory_used_ratio": _HOST,
     "phaselens_gpu_power_watts": _HOST,

