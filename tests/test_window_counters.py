@@ -236,3 +236,17 @@ def test_histogram_delta_across_a_bucket_layout_change_stays_cumulative() -> Non
     assert counts == sorted(counts), delta.buckets  # cumulative: never decreasing
     assert dict(delta.buckets)[1.0] == 3.0  # the 3 early observations are <= 0.5 <= 1.0
     assert fraction_at_most(1.0, delta.buckets) == (0.75, 0.75)
+
+
+def test_histogram_count_series_sums_the_groups_series_per_point() -> None:
+    """The queue model's fallback for finished requests (Dynamo's mocker exports no success counter)."""
+
+    def hist(count: float, **extra: str) -> Histogram:
+        return Histogram(c.E2E_LATENCY_SECONDS, labels(**extra), ((math.inf, count),), count, count)
+
+    window = TargetWindow(horizon_seconds=100.0)
+    window.add(snap(0.0, {}, (hist(3),)))
+    window.add(snap(1.0, {}, (hist(5), hist(2, pid="9"))))
+    window.add(snap(2.0, {}, ()))  # no series of it: no point
+    assert window.histogram_count_series(c.E2E_LATENCY_SECONDS, GROUP) == [(0.0, 3.0), (1.0, 7.0)]
+    assert window.histogram_count_series(c.E2E_LATENCY_SECONDS, ("other", "0")) == []
