@@ -31,6 +31,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
 import threading
 import time
@@ -158,8 +159,10 @@ def split_lag(engine_t: float, seen_t: float, doc: dict[str, Any]) -> dict[str, 
     }
 
 
-async def burst(url: str, seconds: float, clients: int, seed: int, out: Path, token_ids: bool) -> None:
-    phase = loadgen.Phase("burst", seconds, clients, (150, 250), (100, 200))
+async def burst(
+    url: str, seconds: float, clients: int, output_tokens: tuple[int, int], seed: int, out: Path, token_ids: bool
+) -> None:
+    phase = loadgen.Phase("burst", seconds, clients, (150, 250), output_tokens)
     await loadgen.run_phases(url, [phase], out / "ground_truth.jsonl", seed=seed, token_ids=token_ids)
 
 
@@ -289,8 +292,14 @@ def main() -> int:
     ap.add_argument("--idle-seconds", type=float, default=3.0, help="between steps: the queue drains")
     ap.add_argument("--burst-seconds", type=float, default=3.0)
     ap.add_argument("--clients", type=int, default=24)
+    ap.add_argument("--output-tokens", help="MIN-MAX per request (default: dynamo 20-40, vllm 100-200)")
     ap.add_argument("--baseline", help="a command that runs another phaselens, run beside this one")
     args = ap.parse_args()
+    default_tokens = "20-40" if args.engine == "dynamo" else "100-200"
+    lo, hi = (int(x) for x in (args.output_tokens or default_tokens).split("-"))
+    tokens = (lo, hi)
+    # SIGTERM unwinds through the `finally`s, so the engine and the sidecars are stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     out = ROOT / "e2e/out/freshness"
     out.mkdir(parents=True, exist_ok=True)
@@ -335,7 +344,7 @@ def main() -> int:
         for step in range(args.steps):
             time.sleep(args.idle_seconds)
             state.step, state.armed = step, True
-            asyncio.run(burst(engine.base, args.burst_seconds, args.clients, step, out, engine.token_ids))
+            asyncio.run(burst(engine.base, args.burst_seconds, args.clients, tokens, step, out, engine.token_ids))
             state.armed = False
             for n, p in zip(sidecars, started, strict=True):
                 side_rss[n] = max(side_rss[n], proc_rss_bytes(p.popen.pid))

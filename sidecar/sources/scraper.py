@@ -2,14 +2,16 @@
 
 Each target is scraped by its own task (`ScrapeLoop`), so a slow or dead target never stalls
 another. One shared `aiohttp.ClientSession`; per-scrape timeout; gzip; the body is capped so a
-runaway endpoint cannot exhaust memory; failures back off exponentially. The loop hands each
-result to a callback (the pipeline's inbox) and never parses: parsing is the pipeline's stage.
+runaway endpoint cannot exhaust memory; failures back off exponentially. Scrapes start on a fixed
+cadence (one interval after the previous one started). The loop hands each result to a callback
+(the pipeline's inbox) and never parses: parsing is the pipeline's stage.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -169,8 +171,20 @@ class ScrapeLoop:
         duration = self._clock.monotonic() - start
         return ScrapeResult(self.target.name, self._clock.wall(), duration, payload, content_type)
 
+    def next_start(self, started: float, now: float) -> float:
+        """When the next scrape starts: one (jittered or backed-off) delay after this one STARTED,
+        so the period is the interval, not the scrape's duration plus the interval. A scrape that
+        overran skips the beats it missed instead of firing late ones back to back (which would
+        pile scrapes onto an engine that is already slow to answer)."""
+        due = started + self.backoff.delay(self._jitter)
+        if due < now:
+            missed = math.ceil((now - due) / self._interval)
+            due += missed * self._interval
+        return due
+
     async def run(self) -> None:
         while True:
+            started = self._clock.monotonic()
             result = await self.scrape_once()
             raise_if_cancelling()
             if result.ok:
@@ -196,4 +210,5 @@ class ScrapeLoop:
                     failures=self.backoff.failures,
                 )
             self._deliver(result)
-            await asyncio.sleep(self.backoff.delay(self._jitter))
+            now = self._clock.monotonic()
+            await asyncio.sleep(max(0.0, self.next_start(started, now) - now))
