@@ -65,6 +65,8 @@ def in_daemon_thread(func: Callable[[], _T]) -> asyncio.Future[_T]:
 
     threading.Thread(target=run, name="phaselens-worker", daemon=True).start()
     return future
+
+
 SIDECAR_KEY: web.AppKey[Sidecar] = web.AppKey("sidecar")
 GUARD_KEY: web.AppKey[ConnectionGuard] = web.AppKey("connection_guard")
 # aiohttp names itself and Python, with versions, in a `Server` header on every response,
@@ -153,6 +155,7 @@ class Sidecar:
         self.started_monotonic = self.clock.monotonic()
         self.tasks: list[asyncio.Task[None]] = []
         self._fresh_data = asyncio.Event()
+        self._delivered: set[str] = set()  # targets with a result since the last tick started
         self._tick_lock = threading.Lock()
 
     # ------------------------------------------------------------------ background work
@@ -184,21 +187,42 @@ class Sidecar:
 
     def _deliver(self, result: ScrapeResult) -> None:
         self.pipeline.submit(result)
+        self._delivered.add(result.target)
         self._fresh_data.set()
+
+    async def _coalesce(self, seconds: float) -> None:
+        """Wait up to `seconds` for the other targets' results, so one tick takes them all; no
+        wait once every target has delivered (one target: never; the wait was most of the tick
+        delay at 0.25 s)."""
+        loop = asyncio.get_running_loop()  # its clock times the waits (the injected one may be manual)
+        deadline = loop.time() + seconds
+        targets = len(self.settings.targets)
+        while len(self._delivered) < targets:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._fresh_data.clear()
+            try:
+                await asyncio.wait_for(self._fresh_data.wait(), timeout=left)
+            except TimeoutError:
+                raise_if_cancelling()
+                return
 
     async def _tick_loop(self) -> None:
         """Tick as soon as new scrapes arrive (so /metrics lags the engine by one scrape, not a scrape
-        plus a tick interval), coalescing results that land within a few ms, and at least once per
+        plus a tick interval), coalescing results that land within a few ms unless every target
+        has already delivered, and at least once per
         interval without any (so a dead target turns stale on time)."""
         interval = self.settings.interval_seconds
         coalesce = min(0.05, interval / 10)
         while True:
             try:
                 await asyncio.wait_for(self._fresh_data.wait(), timeout=interval)
-                await asyncio.sleep(coalesce)
+                await self._coalesce(coalesce)
             except TimeoutError:
                 raise_if_cancelling()
             self._fresh_data.clear()
+            self._delivered.clear()
             try:
                 # Off the event loop: a tick over a huge scrape must never stall /healthz,
                 # /metrics or SIGTERM. The pipeline publishes by swapping one reference.
@@ -356,4 +380,3 @@ async def _cancel_all(tasks: list[asyncio.Task[None]], rounds: int = 5, wait_sec
             log_event(_log, "background_task_failed", logging.ERROR, task=task.get_name(), err=repr(task.exception()))
     if pending:
         log_event(_log, "shutdown_tasks_stuck", logging.WARNING, tasks=sorted(t.get_name() for t in pending))
-
