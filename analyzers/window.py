@@ -90,6 +90,7 @@ class _Point:
 
     snapshot: EngineSnapshot
     groups: Mapping[Group, _GroupSeries]
+    seq: int = 0  # position in the stream of added snapshots (see `TargetWindow._breaks`)
 
     @property
     def time(self) -> float:
@@ -171,6 +172,12 @@ class TargetWindow:
         self._folded: dict[tuple[str, Labels], _Folded] = {}
         self._generations = 0  # the last generation number handed out (see `_generation`)
         self._groups_of: dict[Labels, Group] = {}
+        # Per histogram series of the latest snapshot: its last count and bounds, and the seq of the last point
+        # where its count went down or its layout changed. Kept as snapshots are added, so a window
+        # query knows "no reset in the window" without walking every point of every series.
+        self._seq = 0
+        self._last_hist: dict[tuple[Group, str, Labels], tuple[float, tuple[float, ...]]] = {}
+        self._breaks: dict[tuple[Group, str, Labels], int] = {}
         self._relabelled: dict[Labels, Labels] = {}
         self._relabelled_for: Group | None = None
         self.folded_groups = 0
@@ -184,10 +191,40 @@ class TargetWindow:
             self._points.clear()
             self._traffic.clear()
             self._folded.clear()
-        self._points.append(self._index(snapshot))
+            self._last_hist.clear()
+            self._breaks.clear()
+        self._seq += 1
+        point = replace(self._index(snapshot), seq=self._seq)
+        self._track_breaks(point)
+        self._points.append(point)
         cutoff = snapshot.time - self.horizon
         while len(self._points) > 1 and self._points[0].time < cutoff:
             self._points.popleft()
+
+    def _track_breaks(self, point: _Point) -> None:
+        """Update each histogram series' last break (reset or layout change) with this point.
+
+        A series not in the previous snapshot starts with a break at this point: its history is
+        unknown here, so a query over a window reaching back past it walks the points (exact).
+        Only the latest snapshot's series are kept: the state stays as small as one snapshot.
+        """
+        last_hist, breaks = self._last_hist, self._breaks
+        new_last: dict[tuple[Group, str, Labels], tuple[float, tuple[float, ...]]] = {}
+        new_breaks: dict[tuple[Group, str, Labels], int] = {}
+        seq = point.seq
+        for group, series in point.groups.items():
+            for name, rows in series.histograms.items():
+                for labels, hist in rows:
+                    key = (group, name, labels)
+                    count, bounds = _count(hist), tuple(map(_bound, hist.buckets))
+                    new_last[key] = (count, bounds)
+                    prev = last_hist.get(key)
+                    # continued: the count did not go down and the bucket layout is the same
+                    if prev is not None and count >= prev[0] and bounds == prev[1]:
+                        new_breaks[key] = breaks[key]
+                    else:
+                        new_breaks[key] = seq
+        self._last_hist, self._breaks = new_last, new_breaks
 
     # ------------------------------------------------------------------ capping
 
@@ -427,10 +464,15 @@ class TargetWindow:
         """Observations added during the window, merged over matching series (same bucket layout)."""
         per_series: dict[Labels, list[Histogram]] = {}
         times: dict[Labels, list[float]] = {}
+        first_seq: dict[Labels, int] = {}
         for point in self._within(horizon):
             for labels, hist in point.histograms(name, group):
-                per_series.setdefault(labels, []).append(hist)
-                times.setdefault(labels, []).append(point.time)
+                if labels not in per_series:
+                    per_series[labels] = []
+                    times[labels] = []
+                    first_seq[labels] = point.seq
+                per_series[labels].append(hist)
+                times[labels].append(point.time)
         steps: list[list[tuple[float, float]]] = []
         total_sum = 0.0
         total_count = 0.0
@@ -441,7 +483,10 @@ class TargetWindow:
                 continue
             found = True
             seconds = max(seconds, times[labels][-1] - times[labels][0])
-            if _no_reset(hists):
+            brk = self._breaks.get((group, name, labels))
+            # The series' last break at or before its first point here: none inside the window.
+            # A series gone from the latest snapshot has no record: walk it (rare, exact).
+            if (brk <= first_seq[labels]) if brk is not None else _no_reset(hists):
                 # The common case: one subtraction of the ends instead of a walk over every step.
                 bucket_delta, sum_delta, count_delta = _histogram_step(hists[0], hists[-1])
                 steps.append(bucket_delta)
