@@ -178,6 +178,9 @@ class TargetWindow:
         self._seq = 0
         self._last_hist: dict[tuple[Group, str, Labels], tuple[float, tuple[float, ...]]] = {}
         self._breaks: dict[tuple[Group, str, Labels], int] = {}
+        # Per (group, histogram name) of the latest snapshot: its series' label sets and the seq
+        # since which every snapshot had exactly those (then a window query reads only its ends).
+        self._series_sets: dict[tuple[Group, str], tuple[frozenset[Labels], int]] = {}
         self._relabelled: dict[Labels, Labels] = {}
         self._relabelled_for: Group | None = None
         self.folded_groups = 0
@@ -193,6 +196,7 @@ class TargetWindow:
             self._folded.clear()
             self._last_hist.clear()
             self._breaks.clear()
+            self._series_sets.clear()
         self._seq += 1
         point = replace(self._index(snapshot), seq=self._seq)
         self._track_breaks(point)
@@ -212,8 +216,13 @@ class TargetWindow:
         new_last: dict[tuple[Group, str, Labels], tuple[float, tuple[float, ...]]] = {}
         new_breaks: dict[tuple[Group, str, Labels], int] = {}
         seq = point.seq
+        sets = self._series_sets
+        new_sets: dict[tuple[Group, str], tuple[frozenset[Labels], int]] = {}
         for group, series in point.groups.items():
             for name, rows in series.histograms.items():
+                label_set = frozenset(labels for labels, _ in rows)
+                held = sets.get((group, name))
+                new_sets[(group, name)] = (label_set, held[1] if held is not None and held[0] == label_set else seq)
                 for labels, hist in rows:
                     key = (group, name, labels)
                     count, bounds = _count(hist), tuple(map(_bound, hist.buckets))
@@ -224,7 +233,7 @@ class TargetWindow:
                         new_breaks[key] = breaks[key]
                     else:
                         new_breaks[key] = seq
-        self._last_hist, self._breaks = new_last, new_breaks
+        self._last_hist, self._breaks, self._series_sets = new_last, new_breaks, new_sets
 
     # ------------------------------------------------------------------ capping
 
@@ -462,10 +471,14 @@ class TargetWindow:
         self, name: str, group: Group, horizon: float | None = None
     ) -> HistogramDelta | None:
         """Observations added during the window, merged over matching series (same bucket layout)."""
+        points = self._within(horizon)
+        fast = self._delta_from_ends(name, group, points)
+        if fast is not None:
+            return fast
         per_series: dict[Labels, list[Histogram]] = {}
         times: dict[Labels, list[float]] = {}
         first_seq: dict[Labels, int] = {}
-        for point in self._within(horizon):
+        for point in points:
             for labels, hist in point.histograms(name, group):
                 if labels not in per_series:
                     per_series[labels] = []
@@ -502,6 +515,31 @@ class TargetWindow:
             return None
         buckets = _merge_cumulative(steps)
         return HistogramDelta(buckets=buckets, sum=total_sum, count=total_count, seconds=seconds)
+
+    def _delta_from_ends(self, name: str, group: Group, points: list[_Point]) -> HistogramDelta | None:
+        """The common case in one subtraction per series, without reading the points between the
+        ends: every point of the window had the same series and none of them reset. None: not so
+        (or nothing to report); the caller walks the points."""
+        if len(points) < 2:
+            return None
+        first, last = points[0], points[-1]
+        held = self._series_sets.get((group, name))
+        if held is None or held[1] > first.seq or last.seq != self._seq:
+            return None
+        ends = dict(last.histograms(name, group))
+        steps: list[list[tuple[float, float]]] = []
+        total_sum = total_count = 0.0
+        for labels, start in first.histograms(name, group):
+            brk = self._breaks.get((group, name, labels))
+            if brk is None or brk > first.seq:
+                return None
+            bucket_delta, sum_delta, count_delta = _histogram_step(start, ends[labels])
+            steps.append(bucket_delta)
+            total_sum += sum_delta
+            total_count += count_delta
+        if not steps:
+            return None
+        return HistogramDelta(_merge_cumulative(steps), total_sum, total_count, last.time - first.time)
 
     def info(self, engine: str) -> Mapping[str, str]:
         snap = self.latest
