@@ -70,14 +70,17 @@ def clamp01(value: float) -> float:
 
 
 def kv_utilization(window: WindowView, group: Group) -> float | None:
-    """vLLM's usage gauge, else Dynamo's active/total blocks. A fraction of the pool, so in [0, 1]."""
+    """vLLM's usage gauge, else Dynamo's active/total blocks. A fraction of the pool.
+
+    Never clamped: the adapters drop a usage gauge outside 0..1 (parsers/engines/validate.py),
+    and more active blocks than the pool holds is an inconsistent scrape, so no value."""
     usage = window.gauge(c.KV_CACHE_USAGE, group)
     if usage is not None:
-        return clamp01(usage)
+        return usage
     active = window.gauge(c.KV_ACTIVE_BLOCKS, group)
     total = window.gauge(c.KV_TOTAL_BLOCKS, group)
-    if active is not None and total is not None and total > 0:
-        return clamp01(active / total)
+    if active is not None and total is not None and total > 0 and active <= total:
+        return active / total
     return None
 
 
@@ -122,8 +125,8 @@ def prefix_hit_ratio(window: WindowView, group: Group) -> tuple[float | None, Hi
                 return None, None, prompt_tokens
             return clamp01(cached_tokens / prompt_tokens), "tokens", prompt_tokens
     gauge = window.gauge(c.PREFIX_CACHE_HIT_RATE_GAUGE, group)
-    if gauge is not None and gauge >= 0:
-        return clamp01(gauge), "gauge", None
+    if gauge is not None and gauge >= 0:  # within 0..1: validated by the adapter
+        return gauge, "gauge", None
     return None, None, None
 
 
@@ -197,7 +200,7 @@ def kv_cache_health(window: WindowView, group: Group) -> KvCacheHealth:
         used_blocks = utilization * max(num_blocks - 1, 1)
 
     series = [v for _, v in window.gauge_series(c.KV_CACHE_USAGE, group)]
-    peak = clamp01(max(series)) if series else utilization
+    peak = max(series) if series else utilization  # each value validated to 0..1: no clamp
     headroom = (1.0 - utilization) * capacity if utilization is not None and capacity is not None else None
     return KvCacheHealth(
         utilization=utilization,

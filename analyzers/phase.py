@@ -140,7 +140,7 @@ def decode_saturation(kv_utilization: float | None, preemptions_per_second: floa
     """1 when the engine preempted in the window, else KV utilization (0 when unknown)."""
     if preemptions_per_second is not None and preemptions_per_second > 0:
         return 1.0
-    return min(1.0, max(0.0, kv_utilization)) if kv_utilization is not None else 0.0
+    return kv_utilization if kv_utilization is not None else 0.0  # validated to 0..1 by the adapter
 
 
 def _budgets(slo_ttft: float | None, slo_itl: float | None) -> tuple[float, float]:

@@ -251,12 +251,7 @@ class QueueIntelligence:
         slo: float,
         recs: list[Recommendation],
     ) -> list[Signal]:
-        latest = window.latest
-        hist = [
-            h
-            for (n, lb), h in (latest.histograms.items() if latest else ())
-            if n == cn.TTFT_SECONDS and (dict(lb).get("model_name"), dict(lb).get("engine")) == group
-        ]
+        hist = window.latest_histograms(cn.TTFT_SECONDS, group)
         tally = _merged_tally(now, hist, slo)
         if tally is None:
             gstate.pending.clear()

@@ -7,6 +7,12 @@ Counter and histogram increases follow Prometheus' `increase()` rules: a value t
 is a reset (engine restart), and the increase across the reset is the new value itself, so a
 restart never yields a negative or huge rate. A series seen for the first time contributes no
 increase (its earlier history is unknown), as in Prometheus.
+
+Cost. Each snapshot is indexed by (model_name, engine) group, then canonical name, when it is
+added, so a query reads only its group's series: a tick is linear in the series it reads, not
+groups x series. With `max_groups` (the sidecar's `--max-models-per-target`), only the busiest
+groups keep their own series; the others are summed into one `__other__` group when the snapshot
+is added, so memory and analysis cost stay bounded however many models an engine reports.
 """
 
 from __future__ import annotations
@@ -15,12 +21,25 @@ import itertools
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from phaselens.model import EngineSnapshot, Histogram, Labels, label_value
+from phaselens.parsers.engines.canonical import (
+    COUNTERS,
+    FINISHED_REQUESTS,
+    MAX_COMBINED,
+    REQUESTS_RUNNING,
+    REQUESTS_WAITING,
+)
 
 Group = tuple[str, str]
 """(model_name, engine): the unit every per-target signal is computed for."""
+
+OTHER_MODEL = "__other__"
+"""model_name of the group that sums every group beyond `max_groups` (docs/hardening.md)."""
+GENERATION_LABEL = "__generation__"
+"""Internal label of a folded counter or histogram series (never exported): see `TargetWindow._fold`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +56,9 @@ class HistogramDelta:
         return self.sum / self.count if self.count > 0 else None
 
 
-def _matches(labels: Labels, group: Group, match: Mapping[str, str] | None) -> bool:
-    if label_value(labels, "model_name") != group[0] or label_value(labels, "engine") != group[1]:
-        return False
-    if match:
-        return all(label_value(labels, k) == v for k, v in match.items())
-    return True
+def _matches(labels: Labels, match: Mapping[str, str] | None) -> bool:
+    """The extra-label filter; the group is already selected by the index."""
+    return not match or all(label_value(labels, k) == v for k, v in match.items())
 
 
 def _counter_increase(values: list[float]) -> float:
@@ -52,56 +68,253 @@ def _counter_increase(values: list[float]) -> float:
     return total
 
 
-@dataclass(frozen=True, slots=True)
-class _Point:
-    """A snapshot plus its series indexed by canonical name, built once when added."""
+def group_of(labels: Labels) -> Group:
+    return label_value(labels, "model_name"), label_value(labels, "engine")
 
-    snapshot: EngineSnapshot
+
+@dataclass(frozen=True, slots=True)
+class _GroupSeries:
+    """One group's series of one snapshot, by canonical name."""
+
     scalars: Mapping[str, tuple[tuple[Labels, float], ...]]
     histograms: Mapping[str, tuple[tuple[Labels, Histogram], ...]]
+
+
+_NO_SERIES = _GroupSeries({}, {})
+
+
+@dataclass(frozen=True, slots=True)
+class _Point:
+    """A snapshot (as kept: capped groups folded) plus its series indexed by group, then name."""
+
+    snapshot: EngineSnapshot
+    groups: Mapping[Group, _GroupSeries]
 
     @property
     def time(self) -> float:
         return self.snapshot.time
 
+    def scalars(self, name: str, group: Group) -> tuple[tuple[Labels, float], ...]:
+        return self.groups.get(group, _NO_SERIES).scalars.get(name, ())
 
-def _index(snapshot: EngineSnapshot) -> _Point:
-    scalars: dict[str, list[tuple[Labels, float]]] = {}
+    def histograms(self, name: str, group: Group) -> tuple[tuple[Labels, Histogram], ...]:
+        return self.groups.get(group, _NO_SERIES).histograms.get(name, ())
+
+
+_RawGroup = tuple[dict[str, list[tuple[Labels, float]]], dict[str, list[tuple[Labels, Histogram]]]]
+
+
+def _split(snapshot: EngineSnapshot, groups_of: dict[Labels, Group]) -> dict[Group, _RawGroup]:
+    """One pass over the snapshot: series by group, then canonical name. `groups_of` caches each
+    label set's group (the same label tuples recur every scrape) and is refilled with this
+    snapshot's label sets only, so it stays as small as one snapshot."""
+    out: dict[Group, _RawGroup] = {}
+    known = dict(groups_of)
+    groups_of.clear()
     for (name, labels), value in snapshot.scalars.items():
-        scalars.setdefault(name, []).append((labels, value))
-    hists: dict[str, list[tuple[Labels, Histogram]]] = {}
+        group = known.get(labels) or group_of(labels)
+        groups_of[labels] = group
+        entry = out.get(group)
+        if entry is None:
+            entry = out[group] = ({}, {})
+        entry[0].setdefault(name, []).append((labels, value))
     for (name, labels), hist in snapshot.histograms.items():
-        hists.setdefault(name, []).append((labels, hist))
-    return _Point(
-        snapshot,
-        {k: tuple(v) for k, v in scalars.items()},
-        {k: tuple(v) for k, v in hists.items()},
-    )
+        group = known.get(labels) or group_of(labels)
+        groups_of[labels] = group
+        entry = out.get(group)
+        if entry is None:
+            entry = out[group] = ({}, {})
+        entry[1].setdefault(name, []).append((labels, hist))
+    return out
+
+
+def _freeze(raw: _RawGroup) -> _GroupSeries:
+    return _GroupSeries({k: tuple(v) for k, v in raw[0].items()}, {k: tuple(v) for k, v in raw[1].items()})
+
+
+@dataclass(slots=True)
+class _Traffic:
+    """A group's traffic: finished requests per second (EWMA over the horizon) and its last count."""
+
+    finished: float
+    rate: float
+    time: float
+
+
+@dataclass(slots=True)
+class _Folded:
+    """One `__other__` series: its member composition, last value and generation (see `_fold`)."""
+
+    members: tuple[int, int]
+    value: float
+    generation: int
 
 
 class TargetWindow:
-    """Snapshots of one target within `horizon` seconds, oldest first."""
+    """Snapshots of one target within `horizon` seconds, oldest first.
 
-    def __init__(self, horizon_seconds: float, max_points: int = 3600) -> None:
+    `max_groups` caps the (model_name, engine) groups kept per snapshot: the busiest keep their own
+    series, the rest are folded into one `__other__` group (see `_fold`). None: no cap.
+    """
+
+    def __init__(self, horizon_seconds: float, max_points: int = 3600, max_groups: int | None = None) -> None:
         if horizon_seconds <= 0:
             raise ValueError("window horizon must be positive")
+        if max_groups is not None and max_groups < 1:
+            raise ValueError("max_groups must be at least 1")
         self.horizon = horizon_seconds
+        self.max_groups = max_groups
         self._points: deque[_Point] = deque(maxlen=max_points)
+        self._traffic: dict[Group, _Traffic] = {}
+        self._kept: set[Group] = set()
+        self._folded: dict[tuple[str, Labels], _Folded] = {}
+        self._generations = 0  # the last generation number handed out (see `_generation`)
+        self._groups_of: dict[Labels, Group] = {}
+        self._relabelled: dict[Labels, Labels] = {}
+        self._relabelled_for: Group | None = None
+        self.folded_groups = 0
+        """How many groups the latest snapshot folded into `__other__` (0: not capped)."""
+        self.seen_groups = 0
+        """How many groups the latest snapshot had before capping."""
 
     def add(self, snapshot: EngineSnapshot) -> None:
         if self._points and snapshot.time < self._points[-1].time:
             # Out-of-order data (clock step back): start over rather than compute nonsense rates.
             self._points.clear()
-        self._points.append(_index(snapshot))
+            self._traffic.clear()
+            self._folded.clear()
+        self._points.append(self._index(snapshot))
         cutoff = snapshot.time - self.horizon
         while len(self._points) > 1 and self._points[0].time < cutoff:
             self._points.popleft()
+
+    # ------------------------------------------------------------------ capping
+
+    def _index(self, snapshot: EngineSnapshot) -> _Point:
+        raw = _split(snapshot, self._groups_of)
+        self.seen_groups = len(raw)
+        self._update_traffic(raw, snapshot.time)
+        limit = self.max_groups
+        if limit is None or (len(raw) <= limit and OTHER_MODEL not in {g[0] for g in raw}):
+            self.folded_groups = 0
+            self._kept = set(raw)
+            self._folded.clear()  # folding stopped: a later fold starts new series
+            return _Point(snapshot, {group: _freeze(series) for group, series in raw.items()})
+        kept = self._select(raw, limit)
+        members = [group for group in raw if group not in kept]
+        self.folded_groups = len(members)
+        groups = {group: _freeze(raw[group]) for group in sorted(kept)}
+        if members:
+            engines = {engine for _, engine in members}
+            other: Group = (OTHER_MODEL, engines.pop() if len(engines) == 1 else OTHER_MODEL)
+            groups[other] = self._fold(other, [raw[group] for group in members])
+        scalars = {(name, labels): value for series in groups.values()
+                   for name, rows in series.scalars.items() for labels, value in rows}
+        histograms = {(name, labels): hist for series in groups.values()
+                      for name, rows in series.histograms.items() for labels, hist in rows}
+        kept_snapshot = replace(snapshot, scalars=scalars, histograms=histograms)
+        return _Point(kept_snapshot, groups)
+
+    def _update_traffic(self, raw: Mapping[Group, _RawGroup], time: float) -> None:
+        """Finished requests per second per group, an EWMA with the horizon as time constant.
+        Groups absent from the snapshot are forgotten (the state stays bounded by one scrape)."""
+        traffic: dict[Group, _Traffic] = {}
+        for group, (scalars, _) in raw.items():
+            finished = sum(value for name in FINISHED_REQUESTS for _, value in scalars.get(name, ())
+                           if math.isfinite(value))
+            held = self._traffic.get(group)
+            if held is None or time <= held.time:
+                traffic[group] = held or _Traffic(finished, 0.0, time)
+                continue
+            seconds = time - held.time
+            increase = finished - held.finished if finished >= held.finished else finished
+            weight = 1.0 - math.exp(-seconds / self.horizon)
+            traffic[group] = _Traffic(finished, held.rate + weight * (increase / seconds - held.rate), time)
+        self._traffic = traffic
+
+    def _select(self, raw: Mapping[Group, _RawGroup], limit: int) -> set[Group]:
+        """The `limit` busiest groups. A kept group's score counts 25 % more, so two groups of
+        nearly equal traffic do not swap places every scrape (stable series for dashboards)."""
+        def score(group: Group) -> tuple[float, int, Group]:
+            scalars = raw[group][0]
+            in_flight = sum(v for name in (REQUESTS_RUNNING, REQUESTS_WAITING)
+                            for _, v in scalars.get(name, ()) if math.isfinite(v))
+            held = self._traffic.get(group)
+            value = (held.rate * self.horizon if held else 0.0) + in_flight
+            incumbent = group in self._kept
+            return -(value * (1.25 if incumbent else 1.0)), 0 if incumbent else 1, group
+
+        candidates = sorted((g for g in raw if g[0] != OTHER_MODEL), key=score)
+        kept = set(candidates[:limit])
+        self._kept = kept
+        return kept
+
+    def _fold(self, other: Group, members: list[_RawGroup]) -> _GroupSeries:
+        """Sum the members' series into `other`, per (name, extra labels).
+
+        Counts and counters are summed, ratios take the max, histograms are added bucket by bucket.
+        A summed counter is a new series (a new `__generation__`, so it adds no increase across the
+        change) whenever its set of members changes or its value goes down (a member restarted):
+        a window query then never reads a jump in membership as traffic.
+        """
+        scalars: dict[tuple[str, Labels], list[tuple[float, Labels]]] = {}
+        hists: dict[tuple[str, Labels], list[tuple[Histogram, Labels]]] = {}
+        known = self._relabelled if self._relabelled_for == other else {}
+        relabelled: dict[Labels, Labels] = {}  # this snapshot's label sets only: bounded
+        for member_scalars, member_hists in members:
+            for name, rows in member_scalars.items():
+                for labels, value in rows:
+                    new = known.get(labels) or _relabel(labels, other)
+                    relabelled[labels] = new
+                    scalars.setdefault((name, new), []).append((value, labels))
+            for name, hist_rows in member_hists.items():
+                for labels, hist in hist_rows:
+                    new = known.get(labels) or _relabel(labels, other)
+                    relabelled[labels] = new
+                    hists.setdefault((name, new), []).append((hist, labels))
+        self._relabelled, self._relabelled_for = relabelled, other
+        out_scalars: dict[str, list[tuple[Labels, float]]] = {}
+        folded: dict[tuple[str, Labels], _Folded] = {}
+        for (name, labels), parts in scalars.items():
+            values = [value for value, _ in parts if not math.isnan(value)]
+            if not values:
+                continue
+            value = max(values) if name in MAX_COMBINED else sum(values)
+            if name in COUNTERS:
+                labels = self._generation(folded, (name, labels), parts, value)
+            out_scalars.setdefault(name, []).append((labels, value))
+        out_hists: dict[str, list[tuple[Labels, Histogram]]] = {}
+        for (name, labels), hist_parts in hists.items():
+            merged = _sum_histograms(name, labels, [hist for hist, _ in hist_parts])
+            labels = self._generation(folded, (name, labels), hist_parts, _count(merged))
+            out_hists.setdefault(name, []).append((labels, replace(merged, labels=labels)))
+        self._folded = folded
+        return _GroupSeries({k: tuple(v) for k, v in out_scalars.items()},
+                            {k: tuple(v) for k, v in out_hists.items()})
+
+    def _generation(
+        self, folded: dict[tuple[str, Labels], _Folded], key: tuple[str, Labels],
+        parts: list[tuple[Any, Labels]], value: float,
+    ) -> Labels:
+        """The series' labels with its generation: unchanged while its members and a non-decreasing
+        value continue it, else a number never used before in this window (so no later fold, even
+        after folding stopped or the engine label changed, can continue an old series)."""
+        members = (len(parts), hash(frozenset(labels for _, labels in parts)))
+        held = self._folded.get(key)
+        if held is not None and held.members == members and value >= held.value:
+            generation = held.generation
+        else:
+            self._generations += 1
+            generation = self._generations
+        folded[key] = _Folded(members, value, generation)
+        return tuple(sorted((*key[1], (GENERATION_LABEL, str(generation)))))
 
     def __len__(self) -> int:
         return len(self._points)
 
     @property
     def latest(self) -> EngineSnapshot | None:
+        """The latest snapshot as kept (with `max_groups`, the folded groups are in `__other__`)."""
         return self._points[-1].snapshot if self._points else None
 
     def snapshots(self, horizon: float | None = None) -> list[EngineSnapshot]:
@@ -116,22 +329,21 @@ class TargetWindow:
         return [p for p in self._points if p.time >= cutoff]
 
     def groups(self) -> list[Group]:
-        """(model_name, engine) pairs present in the latest snapshot."""
-        snap = self.latest
-        if snap is None:
+        """(model_name, engine) pairs of the latest snapshot, sorted, `__other__` last."""
+        if not self._points:
             return []
-        found = {
-            (label_value(labels, "model_name"), label_value(labels, "engine"))
-            for _, labels in (*snap.scalars.keys(), *snap.histograms.keys())
-        }
-        return sorted(found)
+        found = sorted(self._points[-1].groups)
+        return [g for g in found if g[0] != OTHER_MODEL] + [g for g in found if g[0] == OTHER_MODEL]
 
     def has(self, name: str, group: Group) -> bool:
         if not self._points:
             return False
         point = self._points[-1]
-        series = (*point.scalars.get(name, ()), *point.histograms.get(name, ()))
-        return any(_matches(labels, group, None) for labels, _ in series)
+        return bool(point.scalars(name, group) or point.histograms(name, group))
+
+    def latest_histograms(self, name: str, group: Group) -> list[Histogram]:
+        """The group's series of histogram `name` in the latest snapshot."""
+        return [hist for _, hist in self._points[-1].histograms(name, group)] if self._points else []
 
     # ------------------------------------------------------------------ gauges
 
@@ -139,7 +351,7 @@ class TargetWindow:
         """Sum of the matching series in the latest snapshot; None when no series matches."""
         if not self._points:
             return None
-        values = [v for labels, v in self._points[-1].scalars.get(name, ()) if _matches(labels, group, match)]
+        values = [v for labels, v in self._points[-1].scalars(name, group) if _matches(labels, match)]
         if not values or any(math.isnan(v) for v in values):
             return None
         return sum(values)
@@ -148,7 +360,7 @@ class TargetWindow:
         """(time, value) of a gauge across the window, for trends."""
         out: list[tuple[float, float]] = []
         for point in self._within(horizon):
-            values = [v for labels, v in point.scalars.get(name, ()) if _matches(labels, group, None)]
+            values = [v for _, v in point.scalars(name, group)]
             if values and not any(math.isnan(v) for v in values):
                 out.append((point.time, sum(values)))
         return out
@@ -175,8 +387,8 @@ class TargetWindow:
     ) -> dict[Labels, list[tuple[float, float]]]:
         per_series: dict[Labels, list[tuple[float, float]]] = {}
         for point in self._within(horizon):
-            for labels, value in point.scalars.get(name, ()):
-                if not math.isnan(value) and _matches(labels, group, match):
+            for labels, value in point.scalars(name, group):
+                if not math.isnan(value) and _matches(labels, match):
                     per_series.setdefault(labels, []).append((point.time, value))
         return {labels: pts for labels, pts in per_series.items() if len(pts) >= 2}
 
@@ -213,10 +425,9 @@ class TargetWindow:
         per_series: dict[Labels, list[Histogram]] = {}
         times: dict[Labels, list[float]] = {}
         for point in self._within(horizon):
-            for labels, hist in point.histograms.get(name, ()):
-                if _matches(labels, group, None):
-                    per_series.setdefault(labels, []).append(hist)
-                    times.setdefault(labels, []).append(point.time)
+            for labels, hist in point.histograms(name, group):
+                per_series.setdefault(labels, []).append(hist)
+                times.setdefault(labels, []).append(point.time)
         steps: list[list[tuple[float, float]]] = []
         total_sum = 0.0
         total_count = 0.0
@@ -249,6 +460,22 @@ class TargetWindow:
         if snap is None:
             return {}
         return snap.info.get(engine) or snap.info.get("", {})
+
+
+def _relabel(labels: Labels, other: Group) -> Labels:
+    """A member's labels with model_name and engine replaced by the `__other__` group's."""
+    return tuple(
+        ("model_name", other[0]) if key == "model_name" else ("engine", other[1]) if key == "engine" else (key, value)
+        for key, value in labels
+    )
+
+
+def _sum_histograms(name: str, labels: Labels, hists: list[Histogram]) -> Histogram:
+    """Bucket-by-bucket sum; differing layouts are summed as step functions (`_merge_cumulative`)."""
+    buckets = _merge_cumulative([list(hist.buckets) for hist in hists])
+    sums = [hist.sum for hist in hists]
+    total = None if any(v is None for v in sums) else sum(v for v in sums if v is not None)
+    return Histogram(name=name, labels=labels, buckets=buckets, sum=total, count=sum(_count(h) for h in hists))
 
 
 def _merge_cumulative(steps: list[list[tuple[float, float]]]) -> tuple[tuple[float, float], ...]:

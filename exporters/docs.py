@@ -45,6 +45,12 @@ prefill and one decode target serve the model.
 Window quantiles (TTFT, ITL, queue wait, end-to-end latency, NIXL transfer time) are gauges with a
 `percentile` label in percent: `percentile="99"` is the 0.99 quantile. They are not summaries, so
 they do not use the summary-reserved `quantile` label, and `promtool check metrics` passes.
+
+`model_name` and `engine` come from the engine. A target keeps at most `--max-models-per-target`
+(default 20) (model_name, engine) groups, the busiest by requests; the others are summed into one
+group with `model_name="__other__"` (see [hardening.md](hardening.md)). An engine value that cannot
+be true (a ratio outside 0..1, an infinite count, non-cumulative buckets, a duplicated series) is
+treated as missing, never clamped, and counted in `phaselens_parse_errors_total`.
 """
 
 

@@ -44,7 +44,8 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
     },
     "phaselens_decode_kv_utilization_ratio": {
         "formula": "kv_cache_usage (vLLM kv_cache_usage_perc / gpu_cache_usage_perc), else Dynamo "
-                   "active_blocks / total_blocks (latest scrape), clamped to [0, 1]",
+                   "active_blocks / total_blocks (latest scrape). Never clamped: a usage outside 0..1, or "
+                   "more active blocks than the pool, is no value (docs/hardening.md)",
         "source": f"{VLLM_METRICS}; {DYNAMO_PLANNER} (decode on KV utilization); {LLMD_TOKEN}",
         "limits": "A share of the pre-allocated pool, so it drops when the pool grows; cached prefix blocks "
                   "no request holds count as free. SGLang's token_usage is the fullest of its KV pools (full, "
@@ -324,9 +325,11 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
         "limits": "-",
     },
     "phaselens_parse_errors_total": {
-        "formula": "count of malformed exposition lines skipped since start",
-        "source": "phaselens parser",
-        "limits": "Resets when the sidecar restarts.",
+        "formula": "count of malformed exposition lines skipped since start (a label value over 1 KiB, a "
+                   "duplicated series included), plus the engine series rejected as impossible (a ratio "
+                   "outside 0..1, an infinite or negative count, inconsistent histogram buckets)",
+        "source": "phaselens parser and engine adapters (parsers/engines/validate.py, docs/hardening.md)",
+        "limits": "Resets when the sidecar restarts; a series rejected in every scrape counts every scrape.",
     },
     "phaselens_tick_duration_seconds": {
         "formula": "CPU time of the last pipeline tick",

@@ -40,8 +40,20 @@ __all__ = ["MAX_STORED_ISSUES", "ExpositionError", "parse_exposition"]
 MAX_STORED_ISSUES = 100
 """Issues kept in `Exposition.issues`; `issue_count` counts all of them."""
 
+MAX_LABEL_VALUE_BYTES = 1024
+"""A label value (or metric name) longer than this makes its line malformed (docs/hardening.md):
+no engine needs more, and one 10 MB `model_name` cost a 1.84 GB peak and was re-exported."""
+MAX_LABEL_SET_BYTES = 16 * 1024
+"""A whole `{...}` label block longer than this makes its line malformed (checked before any regex)."""
+MAX_CACHE_BYTES = 32 * 1024 * 1024
+"""Each parse cache is emptied when the text it holds passes this (estimated: keys and values)."""
+
 _MAX_ISSUE_TEXT = 200
 _CACHE_LIMIT = 200_000
+_MAX_LINE_CHARS = MAX_LABEL_SET_BYTES + 2 * MAX_LABEL_VALUE_BYTES
+"""Longer lines are malformed without being matched by a regex (its backtracking stack grows with the line)."""
+_ENTRY_OVERHEAD = 200
+"""Bytes a cache entry costs beyond its text (dict slot, tuples, float)."""
 
 
 class ExpositionError(ValueError):
@@ -111,6 +123,32 @@ _ALLOWED_CACHE: dict[tuple[bool, str, str], frozenset[str]] = {}
 _TEXT_COMMENT_CACHE: dict[str, tuple[str, str, str]] = {}
 _OM_COMMENT_CACHE: dict[str, tuple[str, str, str]] = {}
 _GROUP_INTERN: dict[Labels, Labels] = {}
+_cache_bytes: dict[int, int] = {}
+_valid_names_bytes = 0
+"""id(cache) -> estimated bytes it holds (only this module's caches)."""
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any, size: int) -> None:
+    """`cache[key] = value`, emptying the cache first when its count or its bytes would pass the limit
+    (a payload that churns distinct or long label sets cannot grow memory without bound)."""
+    held = _cache_bytes.get(id(cache), 0) + size + _ENTRY_OVERHEAD
+    if len(cache) >= _CACHE_LIMIT or held > MAX_CACHE_BYTES:
+        cache.clear()
+        held = size + _ENTRY_OVERHEAD
+    _cache_bytes[id(cache)] = held
+    cache[key] = value
+
+
+def _labels_size(labels: Labels) -> int:
+    return sum(len(k) + len(v) for k, v in labels)
+
+
+def cache_bytes() -> dict[str, int]:
+    """Estimated bytes held by each parse cache (for tests and benchmarks)."""
+    caches = {"labels": _LABEL_CACHE, "groups": _GROUP_INTERN, "text_comments": _TEXT_COMMENT_CACHE,
+              "openmetrics_comments": _OM_COMMENT_CACHE}
+    held = {name: _cache_bytes.get(id(cache), 0) if cache else 0 for name, cache in caches.items()}
+    return held | {"names": _valid_names_bytes if _VALID_NAMES else 0}
 
 
 # --------------------------------------------------------------------------- value construction
@@ -330,9 +368,8 @@ def _fast_block(lines: list[str], lo: int, hi: int, state: _ParseState) -> bool:
                 parsed = _label_info(key[:-1])
                 if isinstance(parsed, str):
                     return False
-                if len(cache) >= _CACHE_LIMIT:
-                    cache.clear()
-                found[index] = cache[key] = parsed
+                _remember(cache, key, parsed, 2 * len(key))
+                found[index] = parsed
     infos = cast("list[LabelInfo]", found)  # every None was replaced just above
     try:
         floats = list(map(float, values))
@@ -455,9 +492,8 @@ def _parse_span(lines: list[str], lo: int, hi: int, state: _ParseState) -> bool:
                     allowed, keep, bucket_name, sum_count_names = state.fast_context()
                     last_group = None
                     continue
-                if len(label_cache) >= _CACHE_LIMIT:
-                    label_cache.clear()
-                info = label_cache[label_key] = parsed
+                _remember(label_cache, label_key, parsed, 2 * len(label_key))
+                info = parsed
             value_text = parts[0]
             ts_text = parts[1] if len(parts) == 2 else None
         if name not in valid_names and not _remember_valid_name(name):
@@ -518,8 +554,13 @@ def _after_eof(lines: list[str], eof_line_no: int, state: _ParseState) -> None:
 def _remember_valid_name(name: str) -> bool:
     if _NAME_RE.fullmatch(name) is None:
         return False
-    if len(_VALID_NAMES) >= _CACHE_LIMIT:
+    if len(name) > MAX_LABEL_VALUE_BYTES:
+        return False
+    global _valid_names_bytes
+    _valid_names_bytes += len(name) + _ENTRY_OVERHEAD
+    if len(_VALID_NAMES) >= _CACHE_LIMIT or _valid_names_bytes > MAX_CACHE_BYTES:
         _VALID_NAMES.clear()
+        _valid_names_bytes = len(name) + _ENTRY_OVERHEAD
     _VALID_NAMES.add(name)
     return True
 
@@ -529,6 +570,10 @@ def _remember_valid_name(name: str) -> bool:
 
 def _general_line(line: str, line_no: int, state: _ParseState) -> None:
     """Any line the fast pattern did not take: comment, blank-padded, exemplar, or malformed."""
+    if len(line) > _MAX_LINE_CHARS and line.lstrip()[:1] != "#":
+        state.issue(line_no, f"sample line longer than {_MAX_LINE_CHARS} bytes (a label value over "
+                    f"{MAX_LABEL_VALUE_BYTES} bytes?)", line)
+        return
     line = line.strip()
     if not line:
         return
@@ -557,8 +602,10 @@ def _parse_sample_line(line: str, openmetrics: bool) -> tuple[str, LabelInfo, fl
         return "unterminated label set: no closing '}'"
     if not name:
         return "line without a metric name"
+    if len(name) > MAX_LABEL_VALUE_BYTES:
+        return f"metric name longer than {MAX_LABEL_VALUE_BYTES} bytes"
     if _NAME_RE.fullmatch(name) is None:
-        return f"invalid metric name {name!r}"
+        return f"invalid metric name {name[:64]!r}"
     info = _NO_LABELS
     if label_text:
         parsed = _LABEL_CACHE.get(label_text + "}") or _label_info(label_text)
@@ -608,10 +655,8 @@ def _comment(line: str, line_no: int, state: _ParseState) -> None:
             state.issue(line_no, problem, line)
         if found is None:
             return
-        if not problem:
-            if len(cache) >= _CACHE_LIMIT:
-                cache.clear()
-            cache[line] = found
+        if not problem and len(line) <= MAX_LABEL_SET_BYTES:  # a huge HELP is used, never cached
+            _remember(cache, line, found, 2 * len(line))
         meta = found
     keyword, name, arg = meta
     current = state.current
@@ -645,7 +690,7 @@ def _parse_comment(line: str, openmetrics: bool) -> tuple[tuple[str, str, str] |
         return None, f"# {keyword} without a metric name"
     name = parts[2]
     if name not in _VALID_NAMES and not _remember_valid_name(name):
-        return None, f"# {keyword} with an invalid metric name {name!r}"
+        return None, f"# {keyword} with an invalid metric name {name[:64]!r}"
     arg = parts[3] if len(parts) > 3 else ""
     if keyword == "HELP":
         return (keyword, name, _unescape_help(arg, openmetrics)), ""
@@ -671,6 +716,8 @@ def _unescape_match(match: re.Match[str]) -> str:
 
 def _label_info(text: str) -> LabelInfo | str:
     """`a="x",le="0.5"` -> (sorted labels, labels without le, 0.5), or a string saying what is wrong."""
+    if len(text) > MAX_LABEL_SET_BYTES:
+        return _TOO_LONG_SET
     if _STRICT_LABELS_RE.fullmatch(text) is not None:
         pairs = _STRICT_PAIR_RE.findall(text)
     else:
@@ -686,6 +733,12 @@ def _label_info(text: str) -> LabelInfo | str:
             pos = match.end()
     if len(pairs) > 1 and len({name for name, _ in pairs}) != len(pairs):
         return "duplicate label name"
+    for name, value in pairs:
+        # characters <= UTF-8 bytes <= 4 x characters: encode only when it can matter
+        if len(value) > MAX_LABEL_VALUE_BYTES or (
+            len(value) > MAX_LABEL_VALUE_BYTES // 4 and len(value.encode()) > MAX_LABEL_VALUE_BYTES
+        ):
+            return f"label {name[:64]!r} value longer than {MAX_LABEL_VALUE_BYTES} bytes"
     if "\\" in text:
         pairs = [(k, _ESCAPE_RE.sub(_unescape_match, v) if "\\" in v else v) for k, v in pairs]
     labels: Labels = tuple(sorted(pairs))
@@ -696,14 +749,18 @@ def _label_info(text: str) -> LabelInfo | str:
     for index, (key, value) in enumerate(labels):
         if key == "le":
             without = labels[:index] + labels[index + 1 :]
-            if len(_GROUP_INTERN) >= _CACHE_LIMIT:
-                _GROUP_INTERN.clear()
-            group = _GROUP_INTERN.setdefault(without, without)
+            group = _GROUP_INTERN.get(without)
+            if group is None:
+                _remember(_GROUP_INTERN, without, without, _labels_size(without))
+                group = without
             bound = _number(value.strip())
             if bound is not None and math.isnan(bound):
                 bound = None
             break
     return labels, group, bound
+
+
+_TOO_LONG_SET = f"label set longer than {MAX_LABEL_SET_BYTES} bytes"
 
 
 def _label_error(fragment: str) -> str:
@@ -774,6 +831,7 @@ class _ParseState:
         self.families: dict[str, _FamilyAcc] = {}
         self.issues: list[ParseIssue] = []
         self.issue_count = 0
+        self.duplicated: set[tuple[str, Labels]] = set()
         self.eof_seen = False
         self.current: _Occurrence | None = None
         self.allowed: frozenset[str] = _NO_NAMES
@@ -813,9 +871,7 @@ class _ParseState:
         if allowed is None:
             table = _OM_SUFFIXES if self.openmetrics else _TEXT_SUFFIXES
             allowed = frozenset([occ.name + suffix for suffix in table.get(type_, ("",))])
-            if len(_ALLOWED_CACHE) >= _CACHE_LIMIT:
-                _ALLOWED_CACHE.clear()
-            _ALLOWED_CACHE[key] = allowed
+            _remember(_ALLOWED_CACHE, key, allowed, 5 * len(occ.name))
         self.allowed = allowed
         if occ.series or occ.grouped:
             occ.regroup = True  # TYPE after samples, or a second TYPE: group at the end instead
@@ -855,9 +911,10 @@ class _ParseState:
     def duplicate(self, sample: Sample, line_no: int) -> None:
         occ = self.current
         assert occ is not None
-        occ.series[(sample.name, sample.labels)] = sample  # the later line wins
+        occ.series[(sample.name, sample.labels)] = sample  # both copies are dropped in `result`
         occ.regroup = True  # its bucket was grouped twice
-        reason = "duplicate series: an earlier line has the same name and labels (this later one is kept)"
+        self.duplicated.add((sample.name, sample.labels))
+        reason = "duplicate series: an earlier line has the same name and labels (both are dropped)"
         self.issue(line_no, reason, self.line_text(line_no))
 
     def buckets_of(self, group: Labels) -> list[tuple[float, float]]:
@@ -913,7 +970,8 @@ class _ParseState:
         for key, sample in series.items():
             if keep(key, sample) is not sample:
                 acc.series[key] = sample
-                reason = f"duplicate series: family {name!r} appears twice and repeats this series"
+                self.duplicated.add(key)
+                reason = f"duplicate series: family {name!r} appears twice and repeats this series (both dropped)"
                 self.issue(occ.last_line, reason, self.line_text(occ.last_line))
 
     # ---- output
@@ -922,11 +980,15 @@ class _ParseState:
         self.finish()
         families: dict[str, MetricFamily] = {}
         new_histogram = make_histogram
+        duplicated = self.duplicated
         for name, acc in self.families.items():
+            dropped = _drop_duplicates(acc, duplicated) if duplicated else set()
             samples = tuple(acc.series.values())
             histograms: tuple[Histogram, ...] = ()
             if acc.type == "histogram" or acc.type == "gaugehistogram":
-                groups = _group_from_samples(name, samples) if acc.regroup else acc.groups
+                groups = _group_from_samples(name, samples) if acc.regroup or dropped else acc.groups
+                if dropped:
+                    groups = {labels: group for labels, group in groups.items() if labels not in dropped}
                 histograms = tuple(
                     [
                         new_histogram(name, labels, tuple(sorted(buckets)), sum_, count)
@@ -939,7 +1001,21 @@ class _ParseState:
             issues=tuple(self.issues),
             format="openmetrics" if self.openmetrics else "prometheus",
             issue_count=self.issue_count,
+            duplicates=tuple(sorted(duplicated)[:MAX_STORED_ISSUES]),
         )
+
+
+def _drop_duplicates(acc: _FamilyAcc, duplicated: set[tuple[str, Labels]]) -> set[Labels]:
+    """Remove every copy of a duplicated series from the family: which copy is true is unknown, and
+    keeping either would be a confident wrong value. Returns the histogram series (labels without
+    `le`) that lost a bucket, a sum or a count: those are dropped whole."""
+    dropped: set[Labels] = set()
+    renamed = {(name + "_total", labels) for name, labels in duplicated}  # text counters gain `_total`
+    for key in [key for key in acc.series if key in duplicated or key in renamed]:
+        del acc.series[key]
+        name, labels = key
+        dropped.add(tuple(pair for pair in labels if pair[0] != "le") if name.endswith("_bucket") else labels)
+    return dropped
 
 
 def _no_keep(key: tuple[str, Labels], sample: Sample) -> Sample:

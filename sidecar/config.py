@@ -226,6 +226,14 @@ OPTIONS: tuple[Option, ...] = (
         boolean=True,
     ),
     Option("--shutdown-timeout", "shutdown_timeout_seconds", _float, "graceful shutdown limit in seconds", "S"),
+    Option(
+        "--max-models-per-target",
+        "max_models_per_target",
+        _int,
+        "(model_name, engine) groups with their own series per target, busiest first; the rest sum into "
+        "model_name=__other__ (default 20)",
+        "N",
+    ),
     Option("--max-response-bytes", "max_response_bytes", _int, "reject metrics bodies larger than this", "N"),
     Option("--log-level", "log_level", _text, "debug|info|warning|error", "LEVEL"),
     Option(
@@ -406,6 +414,8 @@ def validate(settings: Settings) -> None:
     for flag, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{flag} must be positive (got {value:g})")
+    if settings.max_models_per_target < 1:
+        raise ConfigError(f"--max-models-per-target must be at least 1 (got {settings.max_models_per_target})")
     if not 0 <= settings.jitter_ratio < 1:
         raise ConfigError(f"--jitter must be in [0, 1) (got {settings.jitter_ratio:g})")
     if settings.recommendation_min_interval_seconds < 0:

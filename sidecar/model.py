@@ -94,9 +94,21 @@ class Exposition:
     format: Literal["prometheus", "openmetrics"] = "prometheus"
     issue_count: int = 0
     """All malformed lines seen; `issues` keeps only the first few (a garbage body has millions)."""
+    duplicates: tuple[tuple[str, Labels], ...] = ()
+    """(sample name, labels) of series that appeared more than once: dropped, every copy (the first few)."""
 
 
 # --------------------------------------------------------------------------- canonical snapshot (adapter output)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRejection:
+    """A canonical series left out of a snapshot because its value cannot be true (docs/hardening.md)."""
+
+    series: str
+    labels: Labels
+    reason: str
+
 
 @dataclass(frozen=True, slots=True)
 class Suspect:
@@ -133,6 +145,9 @@ class EngineSnapshot:
     prefix_cache_unit: Literal["tokens", "blocks"] | None = None
     parse_issues: int = 0
     engine_version_hint: str | None = None
+    rejected: tuple[SeriesRejection, ...] = ()
+    """Series treated as missing for this scrape (out of range, inconsistent, duplicated)."""
+
     suspects: tuple[Suspect, ...] = ()
     """Engine-aware plausibility findings on this scrape (parsers/engines/semantics.py)."""
 

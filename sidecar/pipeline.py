@@ -16,7 +16,9 @@ its analyzer signals and recommendations are withheld, so stale data is never sh
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import logging
 import math
 import time
@@ -61,6 +63,18 @@ recommendations reconciled with it; returns the diagnosis signals and the recomm
 
 _log = get_logger("pipeline")
 _MAX_PENDING = 16
+_MAX_REJECTIONS_LOGGED = 10_000  # (target, canonical series, reason) keys: a bounded set
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def parse_payload(payload: bytes, content_type: str | None, time_: float, engine: str) -> EngineSnapshot:
@@ -102,6 +116,8 @@ class TargetState:
     scrape_duration: float | None = None
     parse_errors_total: float = 0.0
     parse_failures: int = 0  # consecutive scrapes that did not parse; the first one is logged as a warning
+    capped: bool = False
+    superseded_total: int = 0
     pending: deque[ScrapeResult] = field(default_factory=lambda: deque(maxlen=_MAX_PENDING))
 
 
@@ -118,7 +134,7 @@ class Pipeline:
         suspect_checks: Sequence[tuple[str, SuspectCheck]] | None = None,
         gate: RecommendationGate | None = None,
         diagnose: DiagnoseStage | None = None,
-        cpu_time: Callable[[], float] = time.process_time,
+        cpu_time: Callable[[], float] = time.thread_time,  # the tick runs in one thread: its CPU alone
         targets: Iterable[Target] | None = None,
     ) -> None:
         self.settings = settings
@@ -135,12 +151,14 @@ class Pipeline:
         self._cpu_time = cpu_time
         self.states: dict[str, TargetState] = {}
         for target in settings.targets if targets is None else targets:
-            self.states[target.name] = TargetState(target, TargetWindow(settings.window_seconds))
+            window = TargetWindow(settings.window_seconds, max_groups=settings.max_models_per_target)
+            self.states[target.name] = TargetState(target, window)
         self.analyzer_failures_total = 0
         self.ticks_total = 0
         self.heartbeat_monotonic: float | None = None
         self._latest: TickResult | None = None
         self._dropped_logged: set[tuple[str, str]] = set()
+        self._rejections_logged: set[tuple[str, str, str]] = set()
 
     # ------------------------------------------------------------------ inputs
 
@@ -161,6 +179,12 @@ class Pipeline:
         state.pending.append(result)
 
     def _ingest(self, state: TargetState, result: ScrapeResult) -> None:
+        # Parsing and indexing allocate a few objects per series and create no cycles; with many
+        # models, collections triggered by those allocations scanned the whole heap again and again.
+        with gc_paused():
+            self._ingest_one(state, result)
+
+    def _ingest_one(self, state: TargetState, result: ScrapeResult) -> None:
         if result.duration_seconds is not None:
             state.scrape_duration = result.duration_seconds
         if result.payload is None:
@@ -177,12 +201,48 @@ class Pipeline:
             self._parse_failed(state, snapshot.parse_issues, reason)
             return
         state.window.add(snapshot)
+        self._log_capping(state)
+        self._log_rejections(state, snapshot)
         state.parse_errors_total += snapshot.parse_issues
         state.up = True
         if state.parse_failures:
             log_event(_log, "parse_recovered", target=state.target.name, after_failures=state.parse_failures)
             state.parse_failures = 0
         state.last_good = result.time
+
+    def _log_rejections(self, state: TargetState, snapshot: EngineSnapshot) -> None:
+        """`series_rejected` once per (target, series, reason): a bad engine is visible, not a flood."""
+        for rejection in snapshot.rejected:
+            key = (state.target.name, rejection.series, rejection.reason)
+            if key in self._rejections_logged or len(self._rejections_logged) >= _MAX_REJECTIONS_LOGGED:
+                continue
+            self._rejections_logged.add(key)
+            log_event(
+                _log,
+                "series_rejected",
+                logging.WARNING,
+                target=state.target.name,
+                series=rejection.series,
+                reason=rejection.reason,
+                labels=dict(rejection.labels),
+                action="treated as missing for the scrape",
+            )
+
+    def _log_capping(self, state: TargetState) -> None:
+        """One `models_capped` line when a target starts having more groups than the cap."""
+        folded = state.window.folded_groups
+        if folded and not state.capped:
+            log_event(
+                _log,
+                "models_capped",
+                logging.WARNING,
+                target=state.target.name,
+                groups=state.window.seen_groups,
+                kept=state.window.seen_groups - folded,
+                folded_into="__other__",
+                max_models_per_target=self.settings.max_models_per_target,
+            )
+        state.capped = bool(folded)
 
     def _parse_failed(self, state: TargetState, errors: int, reason: str) -> None:
         """One warning when a target's scrapes stop parsing, then debug until `parse_recovered`."""
@@ -227,7 +287,17 @@ class Pipeline:
         fresh: dict[str, tuple[Target, TargetWindow]] = {}
         for state in self.states.values():
             while state.pending:
-                self._ingest(state, state.pending.popleft())
+                result = state.pending.popleft()
+                if state.pending and result.payload is not None:
+                    # A newer scrape is already waiting: the tick fell behind (a huge body). Parsing
+                    # this one too would make the next tick longer still, and so on, so only the
+                    # newest is parsed; the window simply has one point fewer.
+                    if not state.superseded_total:
+                        log_event(_log, "scrape_superseded", logging.WARNING, target=state.target.name,
+                                  reason="the tick fell behind; only the newest pending scrape is parsed")
+                    state.superseded_total += 1
+                    continue
+                self._ingest(state, result)
             signals.extend(self._self_signals(state, now))
             if not self._is_fresh(state, now) or not len(state.window):
                 continue

@@ -3,7 +3,8 @@
 Endpoints: `/metrics` (our own registry, text 0.0.4 or OpenMetrics by Accept), `/healthz`
 (pipeline heartbeat age), `/readyz` (ready after the first good scrape), `/signals` (JSON for
 KEDA's metrics-api scaler; shape in `signals_document`). SIGTERM/SIGINT stop it gracefully
-within `settings.shutdown_timeout_seconds`.
+within `settings.shutdown_timeout_seconds`. Each tick runs in a daemon worker thread, so a long
+tick never holds up the endpoints or the shutdown; the endpoints read the published TickResult.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import contextlib
 import json
 import logging
 import signal
+import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiohttp
 from aiohttp import web, web_response
@@ -32,6 +34,37 @@ from phaselens.sources.auth_file import AuthFile
 from phaselens.sources.scraper import ScrapeLoop, ScrapeResult, backoff_cap, raise_if_cancelling
 
 _log = get_logger("server")
+_T = TypeVar("_T")
+
+
+def in_daemon_thread(func: Callable[[], _T]) -> asyncio.Future[_T]:
+    """Run `func` in a new daemon thread; the future resolves on the loop.
+
+    Not the default executor: its threads are joined at exit, so a long tick would hold the
+    process past `--shutdown-timeout`; a daemon thread is abandoned when the process ends.
+    Cancelling the future does not stop `func` (Python threads cannot be stopped).
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: _T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(cast(_T, result))
+
+    def run() -> None:
+        try:
+            outcome, error = func(), None
+        except BaseException as exc:  # handed to the awaiting task
+            outcome, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
+            loop.call_soon_threadsafe(settle, outcome, error)
+
+    threading.Thread(target=run, name="phaselens-worker", daemon=True).start()
+    return future
 SIDECAR_KEY: web.AppKey[Sidecar] = web.AppKey("sidecar")
 GUARD_KEY: web.AppKey[ConnectionGuard] = web.AppKey("connection_guard")
 # aiohttp names itself and Python, with versions, in a `Server` header on every response,
@@ -120,15 +153,34 @@ class Sidecar:
         self.started_monotonic = self.clock.monotonic()
         self.tasks: list[asyncio.Task[None]] = []
         self._fresh_data = asyncio.Event()
+        self._tick_lock = threading.Lock()
 
     # ------------------------------------------------------------------ background work
 
     def run_tick(self) -> TickResult:
-        result = self.pipeline.tick()
+        """One tick, then its recommendations printed (synchronous: tests and tools)."""
+        return self._publish(self._locked_tick())
+
+    def _locked_tick(self) -> TickResult:
+        with self._tick_lock:
+            return self.pipeline.tick()
+
+    def _publish(self, result: TickResult) -> TickResult:
         self.sink.emit(result.recommendations, result.time)
         if self.on_tick is not None:
             self.on_tick(result)
         return result
+
+    def _close_pipeline(self) -> None:
+        """Save state once no tick is running; a tick still running after the shutdown timeout (a
+        huge scrape) is left to die with the process rather than raced by the state file."""
+        if not self._tick_lock.acquire(timeout=self.settings.shutdown_timeout_seconds / 2):
+            log_event(_log, "shutdown_tick_running", logging.WARNING, action="state not saved")
+            return
+        try:
+            self.pipeline.close()
+        finally:
+            self._tick_lock.release()
 
     def _deliver(self, result: ScrapeResult) -> None:
         self.pipeline.submit(result)
@@ -148,7 +200,9 @@ class Sidecar:
                 raise_if_cancelling()
             self._fresh_data.clear()
             try:
-                self.run_tick()
+                # Off the event loop: a tick over a huge scrape must never stall /healthz,
+                # /metrics or SIGTERM. The pipeline publishes by swapping one reference.
+                self._publish(await in_daemon_thread(self._locked_tick))
             except Exception:  # the pipeline guards its stages; this is the last line of defence
                 log_event(_log, "analyzer_failed", logging.ERROR, stage="tick", exc_info=True)
 
@@ -178,7 +232,7 @@ class Sidecar:
             await _cancel_all(self.tasks)
             self.tasks.clear()
             await session.close()
-            await asyncio.to_thread(self.pipeline.close)
+            await in_daemon_thread(self._close_pipeline)
 
     async def _otlp(self, app: web.Application) -> AsyncIterator[None]:
         if not self.settings.otlp_enabled:

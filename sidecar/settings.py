@@ -83,6 +83,7 @@ class Settings:
     gpu_telemetry: bool = True
     kv_offload_tier: bool = False  # a host/offload KV tier is active (analyzers/kv_pressure.py)
     shutdown_timeout_seconds: float = 5.0
+    max_models_per_target: int = 20  # busiest (model_name, engine) groups kept; the rest sum into __other__
     # runtime (sidecar/config.py validates them)
     max_response_bytes: int = 32 * 1024 * 1024
     # our HTTP server (sidecar/http_guard.py)

@@ -86,11 +86,12 @@ def test_no_warning_for_plain_fractions() -> None:
         assert to_snapshot(parse_exposition(text), 1.0).suspects == ()
 
 
-def test_vllm_usage_in_percent_is_flagged_and_clamped() -> None:
+def test_vllm_usage_in_percent_is_flagged_and_missing() -> None:
     text = '# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{engine="0",model_name="m"} 87.0\n'
     snap = to_snapshot(parse_exposition(text), 1.0)
     (suspect,) = snap.suspects
-    assert suspect.metric == "vllm:kv_cache_usage_perc" and "clamps it to 1" in suspect.message
+    assert suspect.metric == "vllm:kv_cache_usage_perc" and "treats it as missing" in suspect.message
+    assert key(c.KV_CACHE_USAGE) not in snap.scalars  # never clamped to 1 (validate.py)
 
 
 def test_dynamo_usage_percent_is_flagged_and_read_as_percent() -> None:

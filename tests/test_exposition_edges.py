@@ -165,19 +165,33 @@ def test_crlf_line_endings() -> None:
     assert _values(parsed, "g") == {("g", (("a", "x"),)): 1.5, ("g", (("a", "y"),)): 2.0}
 
 
-def test_duplicate_series_keeps_the_last_and_reports_it() -> None:
+def test_duplicate_series_drops_every_copy_and_reports_it() -> None:
+    """Which copy is true is unknown: keeping either would export a confident wrong value."""
     text = '# TYPE g gauge\ng{a="x"} 1\ng{a="y"} 5\ng{a="x"} 2\n'
     parsed = parse_exposition(text)
-    assert _values(parsed, "g") == {("g", (("a", "x"),)): 2.0, ("g", (("a", "y"),)): 5.0}
+    assert _values(parsed, "g") == {("g", (("a", "y"),)): 5.0}
     (issue,) = parsed.issues
     assert issue.line_no == 4 and "duplicate" in issue.reason and issue.text == 'g{a="x"} 2'
     assert parsed.issue_count == 1
+    assert parsed.duplicates == (("g", (("a", "x"),)),)
 
 
 def test_duplicate_series_in_labels_written_in_another_order() -> None:
     parsed = parse_exposition('# TYPE g gauge\ng{a="1",b="2"} 1\ng{b="2",a="1"} 3\n')
-    assert [s.value for s in parsed.families["g"].samples] == [3.0]
+    assert [s.value for s in parsed.families["g"].samples] == []
     assert _issue_lines(parsed) == [3]
+
+
+def test_a_duplicated_bucket_drops_its_whole_histogram_series() -> None:
+    text = (
+        "# TYPE h histogram\n"
+        'h_bucket{m="a",le="1"} 1\nh_bucket{m="a",le="+Inf"} 2\nh_sum{m="a"} 1\nh_count{m="a"} 2\n'
+        'h_bucket{m="b",le="1"} 1\nh_bucket{m="b",le="1"} 9\nh_bucket{m="b",le="+Inf"} 2\n'
+        'h_sum{m="b"} 1\nh_count{m="b"} 2\n'
+    )
+    parsed = parse_exposition(text)
+    assert [dict(h.labels)["m"] for h in parsed.families["h"].histograms] == ["a"]
+    assert parsed.issue_count == 1
 
 
 def test_openmetrics_unit() -> None:

@@ -119,3 +119,38 @@ INFO_ENABLE_PREFIX_CACHING: Final = "enable_prefix_caching"  # "True"/"False"
 INFO_KV_CACHE_METRICS_SAMPLE: Final = "kv_cache_metrics_sample"  # when known
 INFO_MAX_NUM_SEQS: Final = "max_num_seqs"  # Dynamo frontend model card / a cache_config_info label
 INFO_DYNAMO_WORKER_ID: Final = "dynamo_worker_id"  # a Dynamo process's own id, in decimal
+
+
+# --- kinds, for validation (validate.py) and for folding groups into `__other__` (window.py);
+# tests/test_hostile_values.py checks that every adapter rule's canonical name has its kind here.
+RATIOS: Final = frozenset(
+    {KV_CACHE_USAGE, PREFIX_CACHE_HIT_RATE_GAUGE, KV_FULL_POOL_USAGE, KV_SWA_POOL_USAGE, KV_MAMBA_POOL_USAGE,
+     HOST_KV_USAGE}
+)
+"""Fractions of a whole: 0-1 after the adapter's unit conversion; combined by max, never summed."""
+COUNT_GAUGES: Final = frozenset(
+    {REQUESTS_RUNNING, REQUESTS_WAITING, REQUESTS_WAITING_BY_REASON, KV_ACTIVE_BLOCKS, KV_TOTAL_BLOCKS,
+     INFLIGHT_REQUESTS, KV_USED_TOKENS, KV_AVAILABLE_TOKENS, KV_EVICTABLE_TOKENS, HOST_KV_USED_TOKENS,
+     HOST_KV_TOTAL_TOKENS, GENERATION_THROUGHPUT_GAUGE, PD_PREFILL_BOOTSTRAP_QUEUE, PD_PREFILL_INFLIGHT_QUEUE,
+     PD_DECODE_PREALLOC_QUEUE, PD_DECODE_TRANSFER_QUEUE, DYNAMO_WORKER_ACTIVE_PREFILL_TOKENS,
+     DYNAMO_WORKER_ACTIVE_DECODE_BLOCKS}
+)
+"""Gauges that count things (or a rate of them): finite and >= 0; summed across models."""
+LATEST_GAUGES: Final = frozenset({DYNAMO_WORKER_LAST_TTFT_SECONDS, DYNAMO_WORKER_LAST_ITL_SECONDS})
+"""A last observed duration: finite and >= 0; combined by max (a sum of latencies means nothing)."""
+COUNTERS: Final = frozenset(
+    {PROMPT_TOKENS, GENERATION_TOKENS, PROMPT_TOKENS_BY_SOURCE, PROMPT_TOKENS_CACHED, PREFIX_CACHE_QUERIES,
+     PREFIX_CACHE_HITS, EXTERNAL_PREFIX_CACHE_QUERIES, EXTERNAL_PREFIX_CACHE_HITS, PREEMPTIONS, REQUEST_SUCCESS,
+     REQUESTS_TOTAL, NIXL_FAILED_TRANSFERS, NIXL_FAILED_NOTIFICATIONS, NIXL_KV_EXPIRED_REQUESTS,
+     NIXL_AGENT_TX_BYTES, NIXL_AGENT_RX_BYTES, NIXL_AGENT_TX_REQUESTS, NIXL_AGENT_XFER_TIME_SECONDS,
+     NIXL_AGENT_XFER_POST_TIME_SECONDS, NIXL_AGENT_EVENTS_DROPPED, NIXL_AGENT_RX_REQUESTS,
+     NIXL_AGENT_MEMORY_REGISTERED_BYTES, NIXL_AGENT_MEMORY_DEREGISTERED_BYTES, NIXL_AGENT_ERRORS,
+     REQUESTS_STARTED, ROUTER_CACHED_PREFIX_TOKENS, PREFIX_CACHE_MISSES, HOST_KV_OFFLOAD_BYTES,
+     HOST_KV_ONBOARD_BYTES, HOST_KV_EVICTED_TOKENS, HOST_KV_LOADED_TOKENS, KV_TRANSFERS, KV_TRANSFER_TIME_SECONDS,
+     KV_TRANSFER_FAILURES, KV_BOOTSTRAP_FAILURES}
+)
+"""Cumulative counts: finite and >= 0 (a decrease between scrapes is a reset, not an error)."""
+MAX_COMBINED: Final = RATIOS | LATEST_GAUGES
+"""Gauges combined across models by max (window.py `__other__`)."""
+FINISHED_REQUESTS: Final = (REQUEST_SUCCESS, REQUESTS_TOTAL)
+"""The counters of finished requests (vLLM, Dynamo frontend): a model group's traffic."""

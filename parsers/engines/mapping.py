@@ -26,10 +26,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from phaselens.model import EngineKind, EngineSnapshot, Exposition, Histogram, Labels, MetricFamily
+from phaselens.model import EngineKind, EngineSnapshot, Exposition, Histogram, Labels, MetricFamily, SeriesRejection
 from phaselens.parsers.engines import canonical as c
+from phaselens.parsers.engines.validate import validate_snapshot
 
 RuleKind = Literal["counter", "gauge", "histogram", "cache_config_info", "info_gauge", "hex_id_info"]
 Source = Literal["vllm", "dynamo", "nixl", "sglang", "trtllm"]
@@ -134,7 +135,20 @@ _InternalKey = tuple[str, str | None, str, Labels]
 
 _Split = tuple[str | None, str, Labels]
 _SPLIT_CACHE: dict[tuple[Labels, tuple[str, ...], bool], _Split] = {}
-_SPLIT_CACHE_LIMIT = 50_000
+_CACHE_LIMIT = 200_000  # entries: 10,000 models x their series fit, so a many-model target does not thrash
+_CACHE_BYTES_LIMIT = 32 * 1024 * 1024  # and bytes of label text: label values are <= 1 KiB (the parser)
+_cache_bytes: dict[int, int] = {}
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any, labels: Labels) -> None:
+    """`cache[key] = value`, emptying the cache first when its count or label bytes pass the limits."""
+    size = 200 + sum(len(k) + len(v) for k, v in labels)
+    held = _cache_bytes.get(id(cache), 0) + size
+    if len(cache) >= _CACHE_LIMIT or held > _CACHE_BYTES_LIMIT:
+        cache.clear()
+        held = size
+    _cache_bytes[id(cache)] = held
+    cache[key] = value
 
 
 def _split_labels(labels: Labels, keep: tuple[str, ...], name_is_model: bool = False) -> _Split:
@@ -142,10 +156,8 @@ def _split_labels(labels: Labels, keep: tuple[str, ...], name_is_model: bool = F
     cache_key = (labels, keep, name_is_model)
     split = _SPLIT_CACHE.get(cache_key)
     if split is None:
-        if len(_SPLIT_CACHE) >= _SPLIT_CACHE_LIMIT:  # bounded even on label-churning payloads
-            _SPLIT_CACHE.clear()
         split = _split_raw_labels(labels, keep, name_is_model)
-        _SPLIT_CACHE[cache_key] = split
+        _remember(_SPLIT_CACHE, cache_key, split, labels)
     return split
 
 
@@ -406,7 +418,6 @@ def _passes(labels: Labels, only: tuple[str, frozenset[str]]) -> bool:
 
 
 _LABELS_CACHE: dict[tuple[str, str, Labels], Labels] = {}
-_LABELS_CACHE_LIMIT = 50_000
 
 
 def _canonical_labels(model: str, engine: str, kept: Labels) -> Labels:
@@ -414,10 +425,8 @@ def _canonical_labels(model: str, engine: str, kept: Labels) -> Labels:
     key = (model, engine, kept)
     labels = _LABELS_CACHE.get(key)
     if labels is None:
-        if len(_LABELS_CACHE) >= _LABELS_CACHE_LIMIT:  # bounded even on label-churning payloads
-            _LABELS_CACHE.clear()
         labels = tuple(sorted((("engine", engine), ("model_name", model), *kept)))
-        _LABELS_CACHE[key] = labels
+        _remember(_LABELS_CACHE, key, labels, labels)
     return labels
 
 
@@ -509,4 +518,24 @@ def map_exposition(
         acc.add_family(family, binding)
     resolved_kind = kind if kind is not None else kind_of(sources, saw_dynamo)
     issues = max(exposition.issue_count, len(exposition.issues))
-    return acc.snapshot(resolved_kind, time, issues)
+    snapshot = acc.snapshot(resolved_kind, time, issues)
+    # duplicates were counted as parse issues by the parser: named here for the log and for their siblings
+    return validate_snapshot(snapshot, _duplicates(exposition.duplicates, table))
+
+
+_SAMPLE_SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created", "_info")
+
+
+def _duplicates(duplicates: Iterable[tuple[str, Labels]], table: Table) -> tuple[SeriesRejection, ...]:
+    """The parser dropped every copy of a duplicated series; name the canonical series it fed."""
+    out: list[SeriesRejection] = []
+    for name, labels in duplicates:
+        binding = table.get(name)
+        if binding is None:
+            base = next((name[: -len(s)] for s in _SAMPLE_SUFFIXES if name.endswith(s)), None)
+            binding = table.get(base) if base is not None else None
+        if binding is not None and binding.rule.canonical:
+            model, engine, kept = _split_raw_labels(labels, binding.rule.keep)
+            canonical = _canonical_labels(model or "", engine, kept)
+            out.append(SeriesRejection(binding.rule.canonical, canonical, "duplicate series"))
+    return tuple(out)

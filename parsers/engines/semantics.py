@@ -6,7 +6,8 @@ Checks (pure functions of the parsed exposition and its canonical snapshot):
 - `ratio_in_percent`: a family every adapter documents as a 0-1 ratio (KV usage, hit rates,
   SGLang pool usages, TensorRT-LLM utilizations) carries a value in (1, 100]. The adapters that
   accept both (`fraction_or_percent`: SGLang, TensorRT-LLM, Dynamo) then read the family as
-  percent; the others (vLLM) clamp to 1. Either way the engine build deserves a look.
+  percent; the others (vLLM) treat it as missing (validate.py: a ratio outside 0..1). Either way
+  the engine build deserves a look.
 - `token_usage_max_of_pools`: SGLang's `token_usage` is max(full, SWA, Mamba pool usage)
   (SGLang's collector says so: "misleadingly named"). When a SWA or Mamba pool is in use, the KV
   utilization phaselens reports is the fullest pool, not the full-attention KV cache.
@@ -84,7 +85,7 @@ def ratio_in_percent(exposition: Exposition, table: Mapping[str, Binding]) -> li
         high = [v for v in finite if 1.0 < v <= _PERCENT_CEILING]
         if not high:
             continue
-        read_as = "reads it as percent (divided by 100)" if rule.fraction_or_percent else "clamps it to 1"
+        read_as = "reads it as percent (divided by 100)" if rule.fraction_or_percent else "treats it as missing"
         out.append(
             Suspect(
                 code="ratio_in_percent",
