@@ -40,6 +40,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
 from phaselens.analyzers.window import Group, HistogramDelta, histogram_quantile
 from phaselens.exporters.specs import SPECS_BY_NAME, percentile_label
 from phaselens.model import (
@@ -53,6 +55,7 @@ from phaselens.model import (
 )
 from phaselens.parsers import logs as L
 from phaselens.parsers.engines import canonical as c
+from phaselens.parsers.nixl_ring import TimedTransfers
 from phaselens.settings import Settings
 
 TRANSFER_SECONDS = "phaselens_nixl_transfer_seconds"
@@ -275,43 +278,58 @@ def figures_from_exporter(window: WindowLike, decode_window: WindowLike | None) 
     ]
 
 
-def _exact_quantile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default method)."""
-    pos = q * (len(sorted_values) - 1)
-    low = math.floor(pos)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (pos - low)
-
-
 def figures_from_ring(
-    transfers: Sequence[NixlTransfer],
+    transfers: Sequence[NixlTransfer] | TimedTransfers,
     ring_errors: Sequence[NixlRingError],
     now: float,
     window_seconds: float,
     decode_window: WindowLike | None,
 ) -> list[NixlFigures]:
+    """Ring transfers in (now - window, now]: as arrays (the sidecar: no object per transfer) or as
+    records (the same figures, computed one transfer at a time)."""
     start = now - window_seconds
-    recent = [t for t in transfers if t.time is not None and start < t.time <= now]
     failures = float(sum(e.count for e in ring_errors if e.time is not None and start < e.time <= now))
-    if not recent and not failures:
+    if isinstance(transfers, TimedTransfers):
+        recent = transfers.select((transfers.times > start) & (transfers.times <= now))
+        # integer microseconds -> seconds exactly as `NixlTransfer.xfer_seconds` (x / 1e6)
+        times = np.sort(recent.columns.xfer_us) / 1e6
+        count = len(recent)
+        bytes_sum = float(int(recent.columns.bytes.sum()))
+        xfer_sum = math.fsum(times.tolist())
+    else:
+        in_window = [t for t in transfers if t.time is not None and start < t.time <= now]
+        times_list = sorted(t.xfer_seconds for t in in_window)
+        times = np.array(times_list, dtype=np.float64)
+        count = len(in_window)
+        bytes_sum = float(sum(t.bytes for t in in_window))
+        xfer_sum = math.fsum(times_list)
+    if not count and not failures:
         return []
-    times = sorted(t.xfer_seconds for t in recent)
-    quantiles = {q: _exact_quantile(times, q) for q in QUANTILES} if times else {}
+    quantiles = {q: _array_quantile(times, q) for q in QUANTILES} if count else {}
     ttft = _decode_ttft(decode_window, None)
     return [
         NixlFigures(
             source="telemetry_ring",
             group=None,
-            transfers=float(len(recent)),
-            xfer_seconds_sum=sum(times),
+            transfers=float(count),
+            xfer_seconds_sum=xfer_sum,
             seconds=window_seconds,
-            bytes_sum=float(sum(t.bytes for t in recent)),
+            bytes_sum=bytes_sum,
             failures=failures,
             quantiles=quantiles,
             ttft_seconds_sum=ttft[0] if ttft else None,
             ttft_count=ttft[1] if ttft else None,
         )
     ]
+
+
+def _array_quantile(sorted_values: npt.NDArray[np.float64], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default method), in Python floats."""
+    pos = q * (len(sorted_values) - 1)
+    low = math.floor(pos)
+    high = min(low + 1, len(sorted_values) - 1)
+    a, b = float(sorted_values[low]), float(sorted_values[high])
+    return a + (b - a) * (pos - low)
 
 
 def figures_from_logs(
@@ -537,7 +555,7 @@ def recommend(
 
 def analyze_nixl(
     decode_window: WindowLike | None,
-    transfers: Sequence[NixlTransfer],
+    transfers: Sequence[NixlTransfer] | TimedTransfers,
     log_events: Sequence[LogEvent],
     now: float,
     settings: Settings,

@@ -22,6 +22,7 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import Any
 
 from phaselens.model import EngineSnapshot, Histogram, Labels, label_value
@@ -387,9 +388,11 @@ class TargetWindow:
     ) -> dict[Labels, list[tuple[float, float]]]:
         per_series: dict[Labels, list[tuple[float, float]]] = {}
         for point in self._within(horizon):
+            time = point.snapshot.time
             for labels, value in point.scalars(name, group):
-                if not math.isnan(value) and _matches(labels, match):
-                    per_series.setdefault(labels, []).append((point.time, value))
+                # `value == value`: not NaN; inlined, as this runs per series per point of the window
+                if value == value and (not match or _matches(labels, match)):
+                    per_series.setdefault(labels, []).append((time, value))
         return {labels: pts for labels, pts in per_series.items() if len(pts) >= 2}
 
     def increase(
@@ -506,14 +509,18 @@ def _count(hist: Histogram) -> float:
 
 def _no_reset(hists: list[Histogram]) -> bool:
     """True when counts never go down and the bucket layout never changes across the points."""
-    bounds = [b for b, _ in hists[0].buckets]
+    first = hists[0].buckets
+    bounds = list(map(_bound, first))  # in C: this runs for every series at every point of the window
     previous = _count(hists[0])
     for hist in hists[1:]:
         current = _count(hist)
-        if current < previous or [b for b, _ in hist.buckets] != bounds:
+        if current < previous or (hist.buckets is not first and list(map(_bound, hist.buckets)) != bounds):
             return False
         previous = current
     return True
+
+
+_bound = itemgetter(0)
 
 
 def _histogram_step(prev: Histogram, cur: Histogram) -> tuple[list[tuple[float, float]], float, float]:

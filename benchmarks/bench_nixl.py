@@ -1,49 +1,65 @@
-"""NIXL telemetry ring decoding: numpy (the sidecar's decoder) vs a pure-Python `struct` loop.
+"""NIXL telemetry ring decoding: numpy (the sidecar's decoder) vs a pure-Python `struct` loop, and
+`phaselens nixl-telemetry` as a whole process, before (one object per transfer) and after (arrays).
 
-Builds a v4 ring of EVENTS events (16 bytes each: u8 type + 7 pad, u64 value) holding 4-event
-transfer groups, then decodes it both ways in one run: raw events -> per-transfer columns
-(post, xfer, bytes, requests, direction). Targets: >= 5 million events/s and >= 20x.
-Also times the live path, `NixlRing.poll` on the ring written to a file (pread, decode, group,
-one frozen record per transfer).
-Run: python benchmarks/bench_nixl.py [EVENTS]
+The ring: the real NIXL 1.5.1 v4 ring tests/fixtures/nixl-1.5.1-cpu-ucx-loopback/initiator.ring
+(its header, its memory-registration event, its 20 real transfer groups with the garbage NIXL
+leaves in the padding), the groups repeated to EVENTS events (16 bytes each). Decoded both ways in
+one run: raw events -> per-transfer columns. Targets: >= 5 million events/s and >= 20x.
+Also times the live path, `NixlRing.poll` on the ring written to a file (pread, decode, group).
+
+Whole process (`python -m phaselens nixl-telemetry FILE`, median of --runs, min-max shown): after
+= this checkout; before = the same decode with the summary and JSON lines built from one
+`NixlTransfer` per transfer, as `nixl_cli.py` did before issue 19 (`--object-path`, below).
+Targets: --summary-only >= 5 M events/s; with the JSON lines >= 1 M events/s.
+Run: python benchmarks/bench_nixl.py [EVENTS] [--runs 3]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
 import os
+import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+from phaselens.nixl_cli import NO_TIMESTAMPS_NOTE
 from phaselens.parsers.nixl_ring import (
+    EVENT_NAMES,
     HEADER_SIZE,
-    MEMORY_REGISTERED,
     RX_BYTES,
-    RX_REQUESTS,
     XFER_POST_TIME,
     XFER_TIME,
     decode_ring,
+    parse_header,
 )
 from phaselens.sources.nixl_dir import NixlRing
 
+REAL_RING = Path(__file__).resolve().parent.parent / "tests/fixtures/nixl-1.5.1-cpu-ucx-loopback/initiator.ring"
+
 
 def build_ring(events: int, registrations_only: bool = False) -> bytes:
+    """The real ring's events (a registration, then 20 transfer groups) with the groups repeated."""
+    real = REAL_RING.read_bytes()
+    header = parse_header(real[:HEADER_SIZE], str(REAL_RING), len(real))
+    assert header.version == 4 and header.read_pos == 0
+    slots = np.frombuffer(real, dtype=np.uint8, offset=HEADER_SIZE).reshape(-1, 16)[: header.write_pos]
+    groups = slots[1:]
+    repeated = np.tile(groups, ((events - 1) // len(groups) + 1, 1))[: events - 1]
+    body = np.concatenate([slots[:1], repeated])
+    if registrations_only:
+        body = np.repeat(slots[:1], events, axis=0)
     capacity = 1 << (events).bit_length()  # one slot stays free
-    groups = events // 4
-    rng = np.random.default_rng(7)
-    types = np.tile(np.array([XFER_POST_TIME, XFER_TIME, RX_BYTES, RX_REQUESTS], dtype=np.uint8), groups)
-    values = np.empty(groups * 4, dtype=np.uint64)
-    values[0::4] = rng.integers(10, 500, groups)
-    values[1::4] = rng.integers(1_000, 300_000, groups)
-    values[2::4] = rng.integers(1 << 12, 1 << 24, groups)
-    values[3::4] = 1
-    slots = np.zeros(capacity, dtype=[("t", "u1"), ("pad", "V7"), ("v", "<u8")])
-    slots["t"][: groups * 4] = MEMORY_REGISTERED if registrations_only else types
-    slots["v"][: groups * 4] = values
-    header = struct.pack("<QQiiQQ", groups * 4, 0, 4, 4, capacity, capacity - 1)
-    return header + slots.tobytes()
+    ring = np.zeros((capacity, 16), dtype=np.uint8)
+    ring[:events] = body
+    head = struct.pack("<QQiiQQ", events, 0, header.version, header.expected_version, capacity, capacity - 1)
+    return head + ring.tobytes()
 
 
 def decode_python(data: bytes) -> list[tuple[int, int, int, int, bool]]:
@@ -88,13 +104,101 @@ def poll_file(data: bytes) -> tuple[float, int]:
             start = time.perf_counter()
             poll = ring.poll(now=1.0)
             best = min(best, time.perf_counter() - start)
-            transfers = len(poll.transfers)
+            transfers = len(poll.batch)
             ring.close()
     return best, transfers
 
 
+def object_path(path: Path, summary_only: bool) -> None:
+    """`nixl-telemetry` as it was before issue 19: a `NixlTransfer` per transfer, then the summary."""
+    decoded = decode_ring(path.read_bytes(), str(path))
+    grouped = decoded.grouped
+    transfers = grouped.transfers.to_transfers(path.name, None)
+    out = sys.stdout
+    if not summary_only:
+        for index, t in enumerate(transfers):
+            record: dict[str, object] = {"agent": t.agent, "index": index}
+            if t.time is not None:
+                record["time"] = round(t.time, 6)
+            record |= {
+                "post_seconds": round(t.post_seconds, 6),
+                "xfer_seconds": round(t.xfer_seconds, 6),
+                "bytes": t.bytes,
+                "requests": t.requests,
+                "direction": t.direction,
+            }
+            out.write(json.dumps(record) + "\n")
+    times = sorted(t.xfer_seconds for t in transfers)
+
+    def quantile(q: float) -> float:
+        pos = q * (len(times) - 1)
+        low = math.floor(pos)
+        high = min(low + 1, len(times) - 1)
+        return times[low] + (times[high] - times[low]) * (pos - low)
+
+    header = decoded.header
+    summary = {
+        "file": str(path), "agent": path.name, "version": header.version,
+        "timestamps": grouped.transfers.timestamps_us is not None, "capacity": header.capacity,
+        "write_pos": header.write_pos, "read_pos": header.read_pos, "pending_events": header.pending,
+        "full": header.is_full, "transfers": len(transfers), "bytes": sum(t.bytes for t in transfers),
+        "xfer_seconds_sum": round(sum(times), 6),
+        "post_seconds_sum": round(sum(t.post_seconds for t in transfers), 6),
+        "xfer_seconds_quantiles": {f"{q:g}": round(quantile(q), 6) for q in (0.5, 0.9, 0.99)} if times else {},
+        "errors": grouped.errors, "memory_registered_bytes": grouped.memory_registered_bytes,
+        "dropped_events_known": decoded.dropped_events_known,
+        "unfinished_tail_events": decoded.unfinished_tail_events, "unknown_events": grouped.unknown_events,
+        "event_names": sorted(set(decoded.event_names())) if header.version in EVENT_NAMES else None,
+    }  # fmt: skip
+    if not summary["timestamps"]:
+        summary["note"] = NO_TIMESTAMPS_NOTE
+    out.write(json.dumps({"summary": summary}) + "\n")
+
+
+def _process_seconds(command: list[str], runs: int) -> tuple[list[float], bytes]:
+    times = []
+    output = b""
+    for _ in range(runs):
+        start = time.perf_counter()
+        done = subprocess.run(command, check=True, stdout=subprocess.PIPE)
+        times.append(time.perf_counter() - start)
+        output = done.stdout
+    return times, output
+
+
+def whole_process(data: bytes, events: int, runs: int) -> None:
+    print(f"\nwhole process, {runs} runs each (median, min-max), output piped to this benchmark:")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "agent"
+        path.write_bytes(data)
+        for label, flags in (("--summary-only", ["--summary-only"]), ("JSON lines", [])):
+            after_cmd = [sys.executable, "-m", "phaselens", "nixl-telemetry", *flags, str(path)]
+            before_cmd = [sys.executable, __file__, *flags, "--object-path", str(path)]
+            before, before_out = _process_seconds(before_cmd, runs)
+            after, after_out = _process_seconds(after_cmd, runs)
+            assert after_out == before_out, f"{label}: output differs from the object path"
+            for name, times in (("before (objects)", before), ("after (arrays) ", after)):
+                median = statistics.median(times)
+                print(
+                    f"  {label:15s} {name}: {median:6.2f} s ({min(times):.2f}-{max(times):.2f})"
+                    f"  {events / median / 1e6:6.2f} M events/s"
+                )
+            print(f"  {label:15s} after / before: {statistics.median(before) / statistics.median(after):.1f}x faster"
+                  f"  (identical output, {len(after_out) / 1e6:.0f} MB)")  # fmt: skip
+    print("  targets: --summary-only >= 5 M events/s; JSON lines >= 1 M events/s")
+
+
 def main() -> None:
-    events = int(sys.argv[1]) if len(sys.argv) > 1 else 4_000_000
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("events", nargs="?", type=int, default=4_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--object-path", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--summary-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.object_path:
+        object_path(args.object_path, args.summary_only)
+        return
+    events = args.events
     data = build_ring(events)
     print(f"ring: {events:,} events, {len(data) / 1e6:.1f} MB (v4 layout)")
 
@@ -109,7 +213,7 @@ def main() -> None:
     python = decode_python(data)
     t_py = time.perf_counter() - start
 
-    assert len(python) == len(columns) == events // 4
+    assert len(python) == len(columns) == (events - 1) // 4
     assert [p[1] for p in python[:1000]] == columns.xfer_us[:1000].tolist()
     assert sum(p[2] for p in python) == int(columns.bytes.sum())
 
@@ -120,10 +224,10 @@ def main() -> None:
     print(f"speed-up      : {t_py / best_np:9.1f} x   (targets: >= 5 M events/s, >= 20 x)")
 
     t_file, transfers = poll_file(data)
-    assert transfers == events // 4
+    assert transfers == (events - 1) // 4
     print(
         f"file poll     : {t_file * 1e3:9.1f} ms  {events / t_file / 1e6:8.1f} M events/s  "
-        "(NixlRing.poll: read + decode + group + transfer objects)"
+        "(NixlRing.poll: read + decode + group, arrays)"
     )
     t_read, none = poll_file(build_ring(events, registrations_only=True))
     assert none == 0
@@ -131,6 +235,7 @@ def main() -> None:
         f"file read     : {t_read * 1e3:9.1f} ms  {events / t_read / 1e6:8.1f} M events/s  "
         "(NixlRing.poll of as many memory-registration events: the read and decode alone)"
     )
+    whole_process(data, events, args.runs)
 
 
 if __name__ == "__main__":

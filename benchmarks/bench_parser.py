@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from phaselens.analyzers.window import TargetWindow
-from phaselens.parsers import exposition
+from phaselens.parsers import exposition, exposition_template
 from phaselens.parsers.exposition import parse_exposition
 from phaselens.pipeline import parse_payload
 from prometheus_client import CollectorRegistry, generate_latest
@@ -78,16 +78,18 @@ VLLM_HISTOGRAMS: dict[str, Sequence[float]] = {
 }
 
 
-def real_scrape() -> str:
+def real_scrape(name: str) -> str:
     with tarfile.open(AGGREGATED_TAR) as tar:
-        member = tar.extractfile("rec/0060.prom")
+        member = tar.extractfile(name)
         assert member is not None
         return member.read().decode("utf-8")
 
 
-def generated_payload(engines: int, models: int, seed: int = 7) -> str:
+def generated_payloads(engines: int, models: int, seed: int = 7) -> tuple[str, str]:
+    """Two scrapes of one registry: the second after more observations (same series, new values)."""
     rng = random.Random(seed)
     registry = CollectorRegistry()
+    children = []
     for name, buckets in VLLM_HISTOGRAMS.items():
         histogram = PromHistogram(name, f"{name} (benchmark)", ["engine", "model_name"], buckets=buckets,
                                   registry=registry)  # fmt: skip
@@ -95,9 +97,13 @@ def generated_payload(engines: int, models: int, seed: int = 7) -> str:
         for engine in range(engines):
             for model in range(models):
                 child = histogram.labels(str(engine), f"lora-adapter-{model}")
+                children.append((child, top))
                 for _ in range(3):
                     child.observe(rng.uniform(0, top * 1.1))
-    return generate_latest(registry).decode("utf-8")
+    first = generate_latest(registry).decode("utf-8")
+    for child, top in children:
+        child.observe(rng.uniform(0, top * 1.1))
+    return first, generate_latest(registry).decode("utf-8")
 
 
 def _consume_prometheus_client(text: str) -> int:
@@ -111,6 +117,7 @@ def _consume_prometheus_client(text: str) -> int:
 def _clear_caches() -> None:
     exposition._LABEL_CACHE.clear()
     exposition._GROUP_INTERN.clear()
+    exposition_template.clear()
 
 
 def _median_seconds(run: Callable[[], object], repeat: int, before: Callable[[], None] | None = None) -> float:
@@ -124,43 +131,77 @@ def _median_seconds(run: Callable[[], object], repeat: int, before: Callable[[],
     return statistics.median(times)
 
 
-def bench(label: str, text: str, repeat: int, reference_repeat: int) -> None:
+class _NoReuse:
+    """The parser as it was before issue 19: every scrape parsed in full (structure reuse off)."""
+
+    def __enter__(self) -> None:
+        self.saved = exposition_template.reuse, exposition_template.remember
+        exposition_template.reuse = lambda *args: None  # type: ignore[assignment]
+        exposition_template.remember = lambda *args: None  # type: ignore[assignment]
+
+    def __exit__(self, *exc: object) -> None:
+        exposition_template.reuse, exposition_template.remember = self.saved
+
+
+def bench(label: str, texts: tuple[str, str], repeat: int, reference_repeat: int) -> dict[str, float]:
+    """Ratios against prometheus_client; warm parses alternate two scrapes of one target (same
+    series, other values), as the sidecar sees them."""
+    text = texts[0]
     samples = sum(len(f.samples) for f in parse_exposition(text).families.values())
     assert samples == _consume_prometheus_client(text), "parsers disagree on the sample count"
     reference = _median_seconds(lambda: _consume_prometheus_client(text), reference_repeat)
-    cold = _median_seconds(lambda: parse_exposition(text), repeat, before=_clear_caches)
-    parse_exposition(text)
-    warm = _median_seconds(lambda: parse_exposition(text), repeat)
+    with _NoReuse():
+        cold = _median_seconds(lambda: parse_exposition(text), repeat, before=_clear_caches)
+        parse_exposition(text)
+        full = _median_seconds(lambda: [parse_exposition(t) for t in texts], repeat) / 2
+    cold_learn = _median_seconds(lambda: parse_exposition(text), repeat, before=_clear_caches)
+    parse_exposition(texts[1])
+    warm = _median_seconds(lambda: [parse_exposition(t) for t in texts], repeat) / 2
     size = len(text.encode("utf-8"))
     print(f"\n{label}: {size / 1e6:.2f} MB, {text.count(chr(10))} lines, {samples} samples")
     print(f"  prometheus_client.parser   {reference * 1e3:10.2f} ms  (median of {reference_repeat})")
-    print(f"  phaselens cold caches      {cold * 1e3:10.2f} ms  {reference / cold:6.1f}x faster"
-          f"  ({cold / samples * 1e6:.2f} us/sample)")  # fmt: skip
-    print(f"  phaselens warm caches      {warm * 1e3:10.2f} ms  {reference / warm:6.1f}x faster"
-          f"  ({warm / samples * 1e6:.2f} us/sample)")  # fmt: skip
+    rows = [
+        ("cold, before (full parse)", cold),
+        ("cold, after (+ learn)", cold_learn),
+        ("warm, before (full parse)", full),
+        ("warm, after (reuse)", warm),
+    ]
+    for name, seconds in rows:
+        print(f"  phaselens {name:27s}{seconds * 1e3:10.2f} ms  {reference / seconds:6.1f}x faster"
+              f"  ({seconds / samples * 1e6:.2f} us/sample)")  # fmt: skip
+    print(f"  warm after / warm before: {full / warm:.1f}x faster")
+    return {name: reference / seconds for name, seconds in rows}
 
 
-def bench_tick(label: str, text: str, repeat: int, horizon_seconds: float = 300.0) -> float:
+def bench_tick(label: str, texts: tuple[str, str], repeat: int, horizon_seconds: float = 300.0) -> None:
     """One target's work per tick, as `sidecar/pipeline.py` does it: parse the body (bytes, as
     scraped) + `to_snapshot` (`parse_payload`) + `TargetWindow.add`, into a window already holding a
-    full horizon of one-per-second snapshots (so its eviction and the garbage it holds are real)."""
-    payload = text.encode("utf-8")
+    full horizon of one-per-second snapshots (so its eviction and the garbage it holds are real).
+    Before (structure reuse off) and after, in this one run."""
+    payloads = [text.encode("utf-8") for text in texts]
     content_type = "text/plain; version=0.0.4; charset=utf-8"
     window = TargetWindow(horizon_seconds)
     clock = 0.0
-    for _ in range(int(horizon_seconds)):
+    for index in range(int(horizon_seconds)):
         clock += 1.0
-        window.add(parse_payload(payload, content_type, clock, "auto"))
-    times = []
-    for _ in range(repeat):
-        clock += 1.0
-        start = time.perf_counter()
-        window.add(parse_payload(payload, content_type, clock, "auto"))
-        times.append(time.perf_counter() - start)
-    tick = statistics.median(times)
+        window.add(parse_payload(payloads[index % 2], content_type, clock, "auto"))
+
+    def run() -> float:
+        nonlocal clock
+        times = []
+        for index in range(repeat):
+            clock += 1.0
+            start = time.perf_counter()
+            window.add(parse_payload(payloads[index % 2], content_type, clock, "auto"))
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    with _NoReuse():
+        before = run()
+    after = run()
     print(f"\n{label}: whole tick (parse_payload + TargetWindow.add, {len(window)} snapshots held)")
-    print(f"  phaselens tick             {tick * 1e3:10.2f} ms  (median of {repeat}; target < 2 ms)")
-    return tick
+    print(f"  phaselens tick, before     {before * 1e3:10.2f} ms  (median of {repeat}; target < 2 ms)")
+    print(f"  phaselens tick, after      {after * 1e3:10.2f} ms  {before / after:6.1f}x faster")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,14 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-repeat", type=int, default=3, help="runs of prometheus_client")
     args = parser.parse_args(argv)
     print(f"python {sys.version.split()[0]}; medians; ratio = prometheus_client time / phaselens time")
-    scrape = real_scrape()
-    bench("(a) real vLLM scrape rec/0060.prom", scrape, args.repeat * 4, args.reference_repeat * 4)
-    bench_tick("(a) real vLLM scrape rec/0060.prom", scrape, args.repeat * 40)
-    started = time.perf_counter()
-    payload = generated_payload(args.engines, args.models)
-    print(f"\n(generated in {time.perf_counter() - started:.1f} s)")
-    bench(f"(b) generated {args.engines} engines x {args.models} models, all vLLM histograms",
-          payload, args.repeat, args.reference_repeat)  # fmt: skip
+    scrapes = real_scrape("rec/0060.prom"), real_scrape("rec/0061.prom")
+    bench("(a) real vLLM scrapes rec/0060.prom, rec/0061.prom", scrapes, args.repeat * 4, args.reference_repeat * 4)
+    bench_tick("(a) real vLLM scrapes rec/0060.prom, rec/0061.prom", scrapes, args.repeat * 40)
+    if args.engines and args.models:
+        started = time.perf_counter()
+        payloads = generated_payloads(args.engines, args.models)
+        print(f"\n(generated in {time.perf_counter() - started:.1f} s)")
+        bench(f"(b) generated {args.engines} engines x {args.models} models, all vLLM histograms",
+              payloads, args.repeat, args.reference_repeat)  # fmt: skip
     return 0
 
 

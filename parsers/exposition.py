@@ -34,6 +34,7 @@ from types import MemberDescriptorType
 from typing import Any, cast
 
 from phaselens.model import Exposition, FamilyType, Histogram, Labels, MetricFamily, ParseIssue, Sample
+from phaselens.parsers import exposition_template
 
 __all__ = ["MAX_STORED_ISSUES", "ExpositionError", "parse_exposition"]
 
@@ -272,8 +273,14 @@ def parse_exposition(payload: str | bytes, content_type: str | None = None) -> E
     gc_was_enabled = gc.isenabled()
     gc.disable()  # the parse allocates ~3 objects per sample and frees none: cycle scans are waste
     try:
+        if not partial:
+            reused = exposition_template.reuse(lines, openmetrics)
+            if reused is not None:
+                return reused
         _parse_lines(lines, state)
         result = state.result()
+        if not partial and not state.issue_count and (state.eof_seen or not openmetrics):
+            exposition_template.remember(lines, openmetrics, result, _label_info_of, len(body))
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -761,6 +768,11 @@ def _label_info(text: str) -> LabelInfo | str:
 
 
 _TOO_LONG_SET = f"label set longer than {MAX_LABEL_SET_BYTES} bytes"
+
+
+def _label_info_of(key: str) -> LabelInfo | str:
+    """`_label_info` of a label block with its closing `}` (the cache key), cached."""
+    return _LABEL_CACHE.get(key) or _label_info(key[:-1])
 
 
 def _label_error(fragment: str) -> str:

@@ -29,7 +29,8 @@ post_time (us), xfer_time (us), {tx|rx}_bytes, {tx|rx}_requests_num (=1).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -320,6 +321,9 @@ class TransferColumns:
             times = [t / 1e6 for t in self.timestamps_us.tolist()]
         else:
             times = [read_time] * len(self)
+        return self.records(agent, times)
+
+    def records(self, agent: str, times: Sequence[float | None]) -> list[NixlTransfer]:
         return [
             NixlTransfer(
                 time=t,
@@ -340,6 +344,63 @@ class TransferColumns:
                 strict=True,
             )
         ]
+
+    def timed(self, agent: str, read_time: float | None) -> TimedTransfers:
+        """The columns with each transfer's time in seconds (v1: its stamp; v2+: `read_time`)."""
+        if self.timestamps_us is not None:
+            times = self.timestamps_us / 1e6
+        else:
+            times = np.full(len(self), np.nan if read_time is None else read_time, dtype=np.float64)
+        return TimedTransfers(times, self, agent)
+
+
+@dataclass(frozen=True, slots=True)
+class TimedTransfers:
+    """Transfers as arrays with their times (NaN: no time), for summaries without a Python object per
+    transfer; `to_transfers` makes the objects where one is wanted (JSON lines, tests)."""
+
+    times: npt.NDArray[np.float64]
+    columns: TransferColumns
+    agent: str = ""
+
+    def __len__(self) -> int:
+        return int(self.times.shape[0])
+
+    @staticmethod
+    def empty(agent: str = "") -> TimedTransfers:
+        return _empty_columns(False).timed(agent, None)
+
+    def select(self, keep: npt.NDArray[np.bool_] | npt.NDArray[np.intp]) -> TimedTransfers:
+        """The transfers a boolean mask keeps, or those at the given positions, in that order."""
+        c = self.columns
+        ts = None if c.timestamps_us is None else c.timestamps_us[keep]
+        columns = TransferColumns(
+            c.post_us[keep], c.xfer_us[keep], c.bytes[keep], c.requests[keep], c.is_read[keep], ts
+        )
+        return TimedTransfers(self.times[keep], columns, self.agent)
+
+    def to_transfers(self) -> list[NixlTransfer]:
+        """The same records as `TransferColumns.to_transfers`, times taken from `times`."""
+        times = [None if math.isnan(t) else t for t in self.times.tolist()]
+        return self.columns.records(self.agent, times)
+
+
+def concat_timed(parts: Sequence[TimedTransfers]) -> TimedTransfers:
+    """One table of several (the agent of each transfer is not kept: summaries do not need it)."""
+    if not parts:
+        return TimedTransfers.empty()
+    if len(parts) == 1:
+        return parts[0]
+    cols = [p.columns for p in parts]
+    columns = TransferColumns(
+        np.concatenate([c.post_us for c in cols]),
+        np.concatenate([c.xfer_us for c in cols]),
+        np.concatenate([c.bytes for c in cols]),
+        np.concatenate([c.requests for c in cols]),
+        np.concatenate([c.is_read for c in cols]),
+        None,
+    )
+    return TimedTransfers(np.concatenate([p.times for p in parts]), columns, "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,6 +564,11 @@ class RingDecode:
         names = EVENT_NAMES.get(self.header.version, _COMMON_NAMES)
         for raw in self.events.types.tolist():
             yield names[raw] if raw < len(names) else "unknown"
+
+    def distinct_event_names(self) -> list[str]:
+        """`sorted(set(self.event_names()))`, from the distinct type ids (no loop over the events)."""
+        names = EVENT_NAMES.get(self.header.version, _COMMON_NAMES)
+        return sorted({names[raw] if raw < len(names) else "unknown" for raw in np.unique(self.events.types).tolist()})
 
 
 def decode_ring(buf: bytes | bytearray | memoryview, path: str = "") -> RingDecode:

@@ -1,5 +1,5 @@
 """`python -m phaselens ...` is the same as the `phaselens` console script."""
 
-from phaselens.cli import main
+from phaselens.entry import main
 
 raise SystemExit(main())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import os
 import sys
@@ -22,6 +21,7 @@ from typing import Any
 from phaselens import __version__
 from phaselens.clock import ManualClock, SystemClock
 from phaselens.config import add_options, load_settings, require_targets, settings_for_log
+from phaselens.delegates import DELEGATES, run_delegate
 from phaselens.exporters.recommendations import RecommendationSink, recommendation_fields
 from phaselens.logs import get_logger, log_event, setup_logging
 from phaselens.model import TickResult
@@ -241,32 +241,6 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Delegate:
-    """A subcommand with its own parser: `module.build_parser()` and `module.main(argv) -> int`."""
-
-    module: str
-    help: str
-    extra: str | None = None  # the optional dependency group it needs, if any
-    extra_modules: tuple[str, ...] = ()  # top-level modules that group installs
-
-
-DELEGATES: dict[str, Delegate] = {
-    "nixl-telemetry": Delegate("phaselens.nixl_cli", "read NIXL telemetry ring files"),
-    "report": Delegate(
-        "phaselens.report.cli",
-        "write an HTML or Markdown report of a recording",
-        extra="report",
-        extra_modules=("pandas", "matplotlib"),
-    ),
-    "plan": Delegate("phaselens.plan", "print a three-layer autoscaling plan from a PLAN.yaml"),
-}
-
-
-def install_hint(extra: str) -> str:
-    return f"pip install 'phaselens[{extra}]' (from a source checkout: pip install -e '.[{extra}]')"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="phaselens", description="LLM-serving phase and KV-cache signals")
     parser.add_argument("--version", action="version", version=f"phaselens {__version__}")
@@ -278,29 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_delegate(name: str, argv: list[str]) -> int:
-    delegate = DELEGATES[name]
-    try:
-        module = importlib.import_module(delegate.module)
-    except ModuleNotFoundError as exc:
-        missing = (exc.name or "").partition(".")[0]
-        if delegate.extra is not None and missing in delegate.extra_modules:
-            print(
-                f"phaselens {name}: needs the optional '{delegate.extra}' dependencies ({missing} is not "
-                f"installed): {install_hint(delegate.extra)}",
-                file=sys.stderr,
-            )
-        else:
-            print(f"phaselens {name}: cannot import {exc.name} (a broken install?)", file=sys.stderr)
-        return 2
-    result: int = module.main(argv)
-    return result
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments and arguments[0] in DELEGATES:
-        return _run_delegate(arguments[0], arguments[1:])
+        return run_delegate(arguments[0], arguments[1:])
     args = build_parser().parse_args(arguments)
     command = next(c for c in COMMANDS if c.name == args.command)
     try:

@@ -16,11 +16,13 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from phaselens.analyzers.nixl import analyze_nixl
 from phaselens.analyzers.window import TargetWindow
 from phaselens.logs import get_logger, log_event
-from phaselens.model import LogEvent, NixlRingError, NixlTransfer, Recommendation, Signal, Target
+from phaselens.model import LogEvent, NixlRingError, Recommendation, Signal, Target
 from phaselens.parsers.logs import parse_lines
+from phaselens.parsers.nixl_ring import TimedTransfers, concat_timed
 from phaselens.settings import Settings
 from phaselens.sources.log_follow import FileFollower, LineSource, StreamFollower, read_lines
 from phaselens.sources.nixl_dir import NixlTelemetryDir
@@ -39,7 +41,7 @@ class SideInputs:
 
     settings: Settings
     replay: bool = False
-    transfers: deque[NixlTransfer] = field(default_factory=deque)
+    transfers: TimedTransfers = field(default_factory=TimedTransfers.empty)  # arrays: no object per transfer
     ring_errors: deque[NixlRingError] = field(default_factory=deque)
     log_events: deque[LogEvent] = field(default_factory=deque)
     _ring_dir: NixlTelemetryDir | None = None
@@ -66,7 +68,9 @@ class SideInputs:
         self._poll_rings(now)
         self._poll_logs(now)
         horizon = now - max(self.settings.window_seconds, 1.0) * 2
-        for queue in (self.transfers, self.ring_errors, self.log_events):
+        if len(self.transfers) and not self.transfers.times[0] >= horizon:
+            self.transfers = self.transfers.select(~(self.transfers.times < horizon))  # NaN (no time): kept
+        for queue in (self.ring_errors, self.log_events):
             while queue and (queue[0].time or now) < horizon:
                 queue.popleft()
 
@@ -81,29 +85,32 @@ class SideInputs:
         if self.replay:
             self._rings_read = True
             # Only format v1 events carry their own time; v2+ transfers were stamped with this read.
-            timed = [t for ring in poll.rings if ring.header.version == 1 for t in ring.transfers]
-            untimed = sum(len(ring.transfers) for ring in poll.rings if ring.header.version != 1)
+            timed = [ring.batch for ring in poll.rings if ring.header.version == 1]
+            untimed = sum(len(ring.batch) for ring in poll.rings if ring.header.version != 1)
             if untimed:
                 self._once(
                     "nixl_ring_untimed_in_replay",
                     transfers=untimed,
                     note="ring format v2+ has no timestamps; use phaselens nixl-telemetry to read them",
                 )
-            self.transfers.extend(sorted((t for t in timed if t.time is not None), key=lambda t: t.time or 0.0))
+            batch = concat_timed(timed)
+            batch = batch.select(~np.isnan(batch.times))
+            self.transfers = batch.select(np.argsort(batch.times, kind="stable"))
             return
+        batch = poll.batch
         if not self._rings_read:
             self._rings_read = True
             # The first read finds what the rings held before this sidecar started (since the
             # engine started, or since the previous sidecar's last read). Format v2+ events have
             # no time, so that backlog would all land in the current window as if it had just
             # happened (seen live: a slow warm-up transfer gave a TTFT share of 1.0 at idle).
-            timed = [t for t in poll.transfers if t.time is not None and t.time < now]
-            if len(timed) < len(poll.transfers):
-                skipped = len(poll.transfers) - len(timed)
+            timed = batch.select(batch.times < now)
+            if len(timed) < len(batch):
+                skipped = len(batch) - len(timed)
                 log_event(_log, "nixl_ring_backlog_skipped", logging.INFO, transfers=skipped)
-            self.transfers.extend(timed)
-        else:
-            self.transfers.extend(poll.transfers)
+            batch = timed
+        if len(batch):
+            self.transfers = concat_timed([self.transfers, batch]) if len(self.transfers) else batch
         self.ring_errors.extend(poll.errors)
 
     def _poll_logs(self, now: float) -> None:
@@ -201,7 +208,7 @@ class NixlStage:
         base = {"target": target.name, "role": target.role, "model_name": model, "engine": engine}
         return analyze_nixl(
             window,
-            list(self.inputs.transfers),
+            self.inputs.transfers,
             list(self.inputs.log_events),
             now,
             self.settings,

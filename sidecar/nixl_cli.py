@@ -16,11 +16,12 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from phaselens.parsers.nixl_ring import EVENT_NAMES, RingFormatError, decode_ring
+import numpy as np
+import numpy.typing as npt
+from phaselens.parsers.nixl_ring import EVENT_NAMES, RingDecode, RingFormatError, TransferColumns, decode_ring
 from phaselens.sources.nixl_dir import NixlRing
 
 NO_TIMESTAMPS_NOTE = 'format v2+ rings carry no timestamps: the transfers have no "time" field'
@@ -31,34 +32,54 @@ def _seconds(value: float) -> float:
     return round(value, 6)
 
 
-def _quantile(sorted_values: Sequence[float], q: float) -> float:
-    pos = q * (len(sorted_values) - 1)
+def _quantile(sorted_us: npt.NDArray[np.uint64], q: float) -> float:
+    """Linear interpolation between closest ranks, on the seconds of the two neighbours."""
+    pos = q * (len(sorted_us) - 1)
     low = math.floor(pos)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (pos - low)
+    high = min(low + 1, len(sorted_us) - 1)
+    a, b = int(sorted_us[low]) / 1e6, int(sorted_us[high]) / 1e6
+    return a + (b - a) * (pos - low)
 
 
-def _summarise(path: Path, out: TextIO, show_transfers: bool) -> None:
-    decoded = decode_ring(path.read_bytes(), str(path))
+_RECORD = (
+    '{"agent": @AGENT@, "index": %d, %s"post_seconds": %r, "xfer_seconds": %r, "bytes": %d, "requests": %d, '
+    '"direction": "%s"}\n'
+)
+_CHUNK = 65536
+
+
+def _write_records(columns: TransferColumns, agent: str, out: TextIO) -> None:
+    """One JSON object per transfer, as `json.dumps` writes it, formatted in bulk from the columns
+    (the same text: `%r` of a float is its `json.dumps`; microseconds / 1e6 are already at 6 decimals)."""
+    record = _RECORD.replace("@AGENT@", json.dumps(agent).replace("%", "%%"))
+    for lo in range(0, len(columns), _CHUNK):
+        hi = min(lo + _CHUNK, len(columns))
+        if columns.timestamps_us is not None:
+            times = [f'"time": {t!r}, ' for t in (columns.timestamps_us[lo:hi] / 1e6).tolist()]
+        else:
+            times = [""] * (hi - lo)
+        rows = zip(
+            range(lo, hi),
+            times,
+            (columns.post_us[lo:hi] / 1e6).tolist(),
+            (columns.xfer_us[lo:hi] / 1e6).tolist(),
+            columns.bytes[lo:hi].tolist(),
+            columns.requests[lo:hi].tolist(),
+            np.where(columns.is_read[lo:hi], "read", "write").tolist(),
+            strict=True,
+        )
+        out.write("".join([record % row for row in rows]))
+
+
+def summary(path: Path, decoded: RingDecode) -> dict[str, object]:
+    """The per-file summary, computed on the columns (no object per transfer)."""
     grouped = decoded.grouped
-    transfers = grouped.transfers.to_transfers(path.name, None)
-    if show_transfers:
-        for index, t in enumerate(transfers):
-            record: dict[str, object] = {"agent": t.agent, "index": index}
-            if t.time is not None:
-                record["time"] = _seconds(t.time)
-            record |= {
-                "post_seconds": _seconds(t.post_seconds),
-                "xfer_seconds": _seconds(t.xfer_seconds),
-                "bytes": t.bytes,
-                "requests": t.requests,
-                "direction": t.direction,
-            }
-            out.write(json.dumps(record) + "\n")
-    times = sorted(t.xfer_seconds for t in transfers)
+    columns = grouped.transfers
     header = decoded.header
-    timestamps = grouped.transfers.timestamps_us is not None
-    summary: dict[str, object] = {
+    timestamps = columns.timestamps_us is not None
+    count = len(columns)
+    xfer = np.sort(columns.xfer_us)
+    result: dict[str, object] = {
         "file": str(path),
         "agent": path.name,
         "version": header.version,
@@ -68,21 +89,29 @@ def _summarise(path: Path, out: TextIO, show_transfers: bool) -> None:
         "read_pos": header.read_pos,
         "pending_events": header.pending,
         "full": header.is_full,
-        "transfers": len(transfers),
-        "bytes": sum(t.bytes for t in transfers),
-        "xfer_seconds_sum": _seconds(sum(times)),
-        "post_seconds_sum": _seconds(sum(t.post_seconds for t in transfers)),
-        "xfer_seconds_quantiles": {f"{q:g}": _seconds(_quantile(times, q)) for q in (0.5, 0.9, 0.99)} if times else {},
+        "transfers": count,
+        "bytes": int(columns.bytes.sum()),
+        # Sums of integer microseconds are exact; the seconds are rounded to them (0 with no transfer).
+        "xfer_seconds_sum": _seconds(int(columns.xfer_us.sum()) / 1e6) if count else 0,
+        "post_seconds_sum": _seconds(int(columns.post_us.sum()) / 1e6) if count else 0,
+        "xfer_seconds_quantiles": {f"{q:g}": _seconds(_quantile(xfer, q)) for q in (0.5, 0.9, 0.99)} if count else {},
         "errors": grouped.errors,
         "memory_registered_bytes": grouped.memory_registered_bytes,
         "dropped_events_known": decoded.dropped_events_known,
         "unfinished_tail_events": decoded.unfinished_tail_events,
         "unknown_events": grouped.unknown_events,
-        "event_names": sorted(set(decoded.event_names())) if header.version in EVENT_NAMES else None,
+        "event_names": decoded.distinct_event_names() if header.version in EVENT_NAMES else None,
     }
     if not timestamps:
-        summary["note"] = NO_TIMESTAMPS_NOTE
-    out.write(json.dumps({"summary": summary}) + "\n")
+        result["note"] = NO_TIMESTAMPS_NOTE
+    return result
+
+
+def _summarise(path: Path, out: TextIO, show_transfers: bool) -> None:
+    decoded = decode_ring(path.read_bytes(), str(path))
+    if show_transfers:
+        _write_records(decoded.grouped.transfers, path.name, out)
+    out.write(json.dumps({"summary": summary(path, decoded)}) + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,6 +30,8 @@ from phaselens.parsers.nixl_ring import (
     RingFormatError,
     RingHeader,
     RingMode,
+    TimedTransfers,
+    concat_timed,
     events_from_records,
     group_events,
     parse_header,
@@ -56,11 +58,16 @@ class RingStats:
 class RingPoll:
     agent: str
     header: RingHeader
-    transfers: tuple[NixlTransfer, ...]
+    batch: TimedTransfers  # the new transfers as arrays (the sidecar summarises these)
     errors: tuple[NixlRingError, ...]
     events_read: int
     dropped_known: int
     was_full: bool
+
+    @property
+    def transfers(self) -> tuple[NixlTransfer, ...]:
+        """One frozen record per transfer (built on each access: for tools and tests, not the sidecar)."""
+        return tuple(self.batch.to_transfers())
 
 
 class NixlRing:
@@ -156,20 +163,20 @@ class NixlRing:
         # While the ring is full the rest of a cut group was dropped: do not wait for it.
         grouped = group_events(events, hold_tail=not was_full)
         self._tail = grouped.tail
-        transfers = tuple(grouped.transfers.to_transfers(self.agent, now))
+        batch = grouped.transfers.timed(self.agent, now)
         errors = tuple(
             NixlRingError(time=now, agent=self.agent, status=name, count=n) for name, n in grouped.errors.items()
         )
         dropped = grouped.missing_events + grouped.reported_dropped
         s = self.stats
         s.events += count
-        s.transfers += len(transfers)
+        s.transfers += len(batch)
         s.bytes += int(grouped.transfers.bytes.sum())
         s.errors += sum(grouped.errors.values())
         s.dropped_known += dropped
         s.full_polls += int(was_full)
         s.unknown_events += grouped.unknown_events
-        return RingPoll(self.agent, header, transfers, errors, count, dropped, was_full)
+        return RingPoll(self.agent, header, batch, errors, count, dropped, was_full)
 
 
 def _pread_exact(fd: int, size: int, offset: int, path: str) -> bytes:
@@ -192,10 +199,18 @@ def _preadinto_exact(fd: int, array: np.ndarray, offset: int, path: str) -> None
 
 @dataclass(frozen=True, slots=True)
 class DirPoll:
-    transfers: tuple[NixlTransfer, ...]
     errors: tuple[NixlRingError, ...]
     rings: tuple[RingPoll, ...]
     problems: dict[str, str] = field(default_factory=dict)  # path -> reason (skipped this poll)
+
+    @property
+    def batch(self) -> TimedTransfers:
+        """Every ring's new transfers in one table."""
+        return concat_timed([ring.batch for ring in self.rings])
+
+    @property
+    def transfers(self) -> tuple[NixlTransfer, ...]:
+        return tuple(t for ring in self.rings for t in ring.transfers)
 
 
 class NixlTelemetryDir:
@@ -239,9 +254,8 @@ class NixlTelemetryDir:
         for key in list(self._bad):
             if key not in seen:
                 del self._bad[key]
-        transfers = tuple(t for p in polls for t in p.transfers)
         errors = tuple(e for p in polls for e in p.errors)
-        return DirPoll(transfers, errors, tuple(polls), problems)
+        return DirPoll(errors, tuple(polls), problems)
 
     def _try_open(self, path: Path, problems: dict[str, str]) -> bool:
         key = str(path)
