@@ -372,7 +372,7 @@ class TargetWindow:
         """(time, observation count summed over the matching series) across the window."""
         out: list[tuple[float, float]] = []
         for point in self._within(horizon):
-            counts = [h.count for labels, h in point.histograms.get(name, ()) if _matches(labels, group, None)]
+            counts = [h.count for _, h in point.histograms(name, group)]
             if counts and all(c is not None and not math.isnan(c) for c in counts):
                 out.append((point.time, sum(c for c in counts if c is not None)))
         return out
