@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench e2e demo-live clean system-deps
+.PHONY: setup demo test lint bench e2e demo-live clean system-deps fleet fleet-ci
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +43,9 @@ demo-live: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+fleet: $(STAMP)
+	$(PY) benchmarks/fleet/run.py --matrix
+
+fleet-ci: $(STAMP)
+	$(PY) benchmarks/fleet/run.py --trace ci-step --policy phaselens --policy production-stack --out benchmarks/fleet/out/ci
