@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -26,8 +27,11 @@ sys.path.insert(0, str(REPO / "e2e"))
 sys.path.insert(0, str(HERE))
 
 import dynamo  # noqa: E402
+import ksm  # noqa: E402
 import procs  # noqa: E402
 import prom  # noqa: E402
+
+NAMESPACE = "fleet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,7 @@ class Fleet:
         self._threads: list[threading.Thread] = []
         self._serial = 0
         self._closing = False
+        self._ksm: ThreadingHTTPServer | None = None
 
     # ------------------------------------------------------------------ addresses
 
@@ -94,7 +99,9 @@ class Fleet:
     def start(self, replicas: int) -> None:
         cfg = self.cfg
         rules = prom.compressed_rules(cfg.compression)
-        config = prom.write_config(self.prom_dir, cfg.scrape_interval_s, cfg.eval_interval_s, rules)
+        self._ksm = ksm.serve(cfg.port_base + 3, self._pods, NAMESPACE)
+        config = prom.write_config(self.prom_dir, cfg.scrape_interval_s, cfg.eval_interval_s, rules,
+                                   ksm_port=cfg.port_base + 3)  # fmt: skip
         self._others.append(procs.start(
             "prometheus", prom.argv(cfg.prometheus_binary, config, self.prom_dir / "data", self.prom_port),
             self.out / "prometheus.log",
@@ -222,6 +229,10 @@ class Fleet:
                 w.ready = time.time()
                 self._event("ready", w)
 
+    def _pods(self) -> list[tuple[str, str, bool]]:
+        """Replicas as kube-state-metrics would list them: created, not yet stopped; Pending until ready."""
+        return [(w.name, "aggregated", w.ready is None) for w in list(self.workers) if w.stopping is None]
+
     def _write_targets(self) -> None:
         targets = [prom.ScrapeTarget("phaselens", f"127.0.0.1:{self.frontend_sidecar_port}", "frontend", "frontend"),
                    prom.ScrapeTarget("engine", f"127.0.0.1:{self.cfg.port_base}", "frontend", "frontend")]
@@ -230,7 +241,7 @@ class Fleet:
                 targets.append(prom.ScrapeTarget("phaselens", f"127.0.0.1:{w.sidecar_port}", w.name, "aggregated"))
                 targets.append(prom.ScrapeTarget("engine", f"127.0.0.1:{w.spec.system_port}", w.name, "aggregated"))
         with contextlib.suppress(OSError):
-            prom.write_targets(self.prom_dir, targets)
+            prom.write_targets(self.prom_dir, targets, NAMESPACE)
 
     # ------------------------------------------------------------------ teardown
 
@@ -251,6 +262,8 @@ class Fleet:
                 w.stopped = end
         for p in reversed(self._others):
             procs.stop(p)
+        if self._ksm is not None:
+            self._ksm.shutdown()
 
     def lifetimes(self) -> list[dict[str, object]]:
         return [

@@ -265,8 +265,15 @@ def decide(spec: HpaSpec, state: HpaState, now: float, current: int, proposal: i
 
 def proposal_from_totals(spec: HpaSpec, totals: Mapping[str, float | None], current: int) -> int | None:
     """The largest proposal over the spec's metrics; None when no metric has a value (the HPA then
-    keeps the current count)."""
+    keeps the current count). As the HPA controller does, when a metric is missing the others may
+    still scale up, but not down (horizontal.go computeReplicasForMetrics: invalid metrics block a
+    scale-down)."""
     proposals = [
         metric_proposal(v, m.average, current) for m in spec.metrics if (v := totals.get(m.name)) is not None
     ]
-    return max(proposals) if proposals else None
+    if not proposals:
+        return None
+    best = max(proposals)
+    if len(proposals) < len(spec.metrics) and best < current:
+        return current
+    return best

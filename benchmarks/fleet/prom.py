@@ -60,7 +60,9 @@ class ScrapeTarget:
     role: str  # pool role label for the engine job (aggregated|prefill|decode|frontend)
 
 
-def write_config(folder: Path, scrape_interval_s: float, eval_interval_s: float, rules_text: str) -> Path:
+def write_config(
+    folder: Path, scrape_interval_s: float, eval_interval_s: float, rules_text: str, ksm_port: int | None = None
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "rules.yaml").write_text(rules_text)
     for job in ("phaselens", "engine"):
@@ -98,6 +100,13 @@ def write_config(folder: Path, scrape_interval_s: float, eval_interval_s: float,
             },
         ],
     }
+    if ksm_port is not None:
+        config["scrape_configs"].append({  # type: ignore[attr-defined]
+            "job_name": "kube-state-metrics",
+            **job_common,
+            "honor_labels": True,
+            "static_configs": [{"targets": [f"127.0.0.1:{ksm_port}"]}],
+        })  # fmt: skip
     path = folder / "prometheus.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

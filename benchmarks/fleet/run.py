@@ -181,11 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trace", action="append", choices=sorted(traces.TRACES))
     ap.add_argument("--policy", action="append", choices=policies.POLICIES)
     ap.add_argument("--matrix", action="store_true", help="every trace (but ci-step) x every policy")
-    ap.add_argument("--out", type=Path, default=HERE / "out")
+    ap.add_argument("--out", type=Path, default=HERE / "out", help="output folder (made absolute)")
     ap.add_argument("--port-base", type=int, default=PORT_BASE)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table", type=Path, metavar="OUT", help="print the table of the runs under OUT and exit")
     args = ap.parse_args(argv)
+    args.out = args.out.resolve()  # Prometheus' config names files: relative paths would be its own
     if args.table:
         print(table(args.table))
         return 0

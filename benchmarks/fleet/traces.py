@@ -35,22 +35,22 @@ TRACES: dict[str, Trace] = {
     t.name: t
     for t in (
         Trace("step", (
-            ("low", 240, 3.0, 3.0, MIXED_P, MIXED_O),
-            ("high", 720, 14.0, 14.0, MIXED_P, MIXED_O),
+            ("low", 180, 3.0, 3.0, MIXED_P, MIXED_O),
+            ("high", 600, 12.0, 12.0, MIXED_P, MIXED_O),
             ("low2", 240, 3.0, 3.0, MIXED_P, MIXED_O),
-        ), peak_replicas=4, steps=(240.0,)),
+        ), peak_replicas=4, steps=(180.0,)),
         Trace("bursts", (
             ("base", 180, 3.0, 3.0, MIXED_P, MIXED_O),
-            ("burst1", 120, 12.0, 12.0, MIXED_P, MIXED_O),
+            ("burst1", 120, 10.0, 10.0, MIXED_P, MIXED_O),
             ("base2", 240, 3.0, 3.0, MIXED_P, MIXED_O),
-            ("burst2", 120, 12.0, 12.0, MIXED_P, MIXED_O),
+            ("burst2", 120, 10.0, 10.0, MIXED_P, MIXED_O),
             ("base3", 240, 3.0, 3.0, MIXED_P, MIXED_O),
         ), peak_replicas=4, steps=(180.0, 540.0)),
         Trace("day", (
             ("night", 180, 1.5, 1.5, MIXED_P, MIXED_O),
-            ("morning", 360, 1.5, 12.0, MIXED_P, MIXED_O),
-            ("noon", 180, 12.0, 12.0, MIXED_P, MIXED_O),
-            ("evening", 360, 12.0, 1.5, MIXED_P, MIXED_O),
+            ("morning", 360, 1.5, 11.0, MIXED_P, MIXED_O),
+            ("noon", 180, 11.0, 11.0, MIXED_P, MIXED_O),
+            ("evening", 360, 11.0, 1.5, MIXED_P, MIXED_O),
         ), peak_replicas=4),
         Trace("prefill-heavy", (
             ("low", 180, 2.0, 2.0, (600, 1200), (4, 12)),
@@ -70,7 +70,7 @@ TRACES: dict[str, Trace] = {
         # The CI trace: one step up, short.
         Trace("ci-step", (
             ("low", 150, 3.0, 3.0, MIXED_P, MIXED_O),
-            ("high", 450, 14.0, 14.0, MIXED_P, MIXED_O),
+            ("high", 450, 12.0, 12.0, MIXED_P, MIXED_O),
         ), peak_replicas=4, steps=(150.0,), warmup_s=90.0),
     )
 }  # fmt: skip
