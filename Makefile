@@ -48,4 +48,4 @@ fleet: $(STAMP)
 	$(PY) benchmarks/fleet/run.py --matrix
 
 fleet-ci: $(STAMP)
-	$(PY) benchmarks/fleet/run.py --trace ci-step --policy phaselens --policy production-stack --out benchmarks/fleet/out/ci
+	$(PY) benchmarks/fleet/run.py --trace ci-step --policy phaselens --policy production-stack --out benchmarks/fleet/out/ci --check

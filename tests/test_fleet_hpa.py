@@ -49,8 +49,9 @@ def test_shipped_aggregated_hpa_is_parsed_from_the_manifest() -> None:
         "phaselens_pool_prefill_backlog_seconds": pytest.approx(1.5),
         "phaselens_pool_decode_kv_utilization_ratio": pytest.approx(0.8),
     }
-    assert s.up.stabilization_s == 60 and s.down.stabilization_s == 300
-    assert s.up.policies == (hpa.Policy("Pods", 1, 180.0),)
+    assert s.up.stabilization_s == 0 and s.down.stabilization_s == 300
+    assert s.up.policies == (hpa.Policy("Pods", 4, 60.0), hpa.Policy("Percent", 100, 60.0))
+    assert s.down.policies == (hpa.Policy("Pods", 1, 300.0),)
 
 
 def test_overlay_patch_changes_the_metrics_and_max() -> None:
@@ -101,8 +102,8 @@ def test_default_behavior_doubles_or_adds_four() -> None:
 
 def test_compression_divides_every_duration() -> None:
     s = hpa.load_hpa(REPO / "deploy" / "kubernetes" / "base" / "hpa.yaml").scaled(10)
-    assert s.up.stabilization_s == 6 and s.down.stabilization_s == 30
-    assert s.up.policies[0].period_s == 18
+    assert s.up.stabilization_s == 0 and s.down.stabilization_s == 30
+    assert s.up.policies[0].period_s == 6 and s.down.policies[0].period_s == 30
 
 
 def test_policies_load_from_their_manifests() -> None:

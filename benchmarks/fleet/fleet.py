@@ -264,6 +264,7 @@ class Fleet:
             procs.stop(p)
         if self._ksm is not None:
             self._ksm.shutdown()
+            self._ksm.server_close()
 
     def lifetimes(self) -> list[dict[str, object]]:
         return [

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -185,7 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port-base", type=int, default=PORT_BASE)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table", type=Path, metavar="OUT", help="print the table of the runs under OUT and exit")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 unless every run served every request and every autoscaler scaled up after "
+                         "the load step (CI)")  # fmt: skip
     args = ap.parse_args(argv)
+    # A CI timeout's SIGTERM unwinds like Ctrl-C: every run's `finally` stops its processes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.out = args.out.resolve()  # Prometheus' config names files: relative paths would be its own
     if args.table:
         print(table(args.table))
@@ -196,13 +202,29 @@ def main(argv: list[str] | None = None) -> int:
     dynamo.make_model()
     if shutil.which("prometheus") is None:
         sys.exit("fleet: the `prometheus` binary is missing (Debian package prometheus: make system-deps)")
+    problems: list[str] = []
     for t in trace_names:
         for p in policy_names:
             print(f"[fleet] {t} / {p} ...", flush=True)
             r = run_one(traces.TRACES[t], p, args.out / t / p, args.port_base, args.seed)
             print(fmt_row(r), f"wall {r['wall_s']} s", flush=True)
+            problems += check(r)
     print(table(args.out))
+    if args.check and problems:
+        print("[fleet] CHECK FAILED:\n  " + "\n  ".join(problems), flush=True)
+        return 1
     return 0
+
+
+def check(r: dict[str, Any]) -> list[str]:
+    """What a CI run must show: every request served, and an autoscaler that reacted to the step."""
+    name = f"{r['trace']}/{r['policy']}"
+    out = []
+    if r["requests"] < 100 or r["failed"] > 0:
+        out.append(f"{name}: {r['failed']} of {r['requests']} requests failed")
+    if r["policy"] != "static" and (not r["reaction_s"] or r["reaction_s"][0] is None):
+        out.append(f"{name}: no replica became ready after the load step")
+    return out
 
 
 if __name__ == "__main__":

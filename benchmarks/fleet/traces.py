@@ -39,6 +39,14 @@ TRACES: dict[str, Trace] = {
             ("high", 600, 12.0, 12.0, MIXED_P, MIXED_O),
             ("low2", 240, 3.0, 3.0, MIXED_P, MIXED_O),
         ), peak_replicas=4, steps=(180.0,)),
+        # The "step ramp": a staircase up, then back down.
+        Trace("step-ramp", (
+            ("s3", 180, 3.0, 3.0, MIXED_P, MIXED_O),
+            ("s6", 180, 6.0, 6.0, MIXED_P, MIXED_O),
+            ("s9", 180, 9.0, 9.0, MIXED_P, MIXED_O),
+            ("s12", 240, 12.0, 12.0, MIXED_P, MIXED_O),
+            ("down", 240, 3.0, 3.0, MIXED_P, MIXED_O),
+        ), peak_replicas=4, steps=(180.0, 360.0, 540.0)),
         Trace("bursts", (
             ("base", 180, 3.0, 3.0, MIXED_P, MIXED_O),
             ("burst1", 120, 10.0, 10.0, MIXED_P, MIXED_O),
