@@ -13,7 +13,8 @@ it in decimal in `info[...]["dynamo_worker_id"]`), the frontend writes the same 
 decimal. Only joined workers contribute worker-side values; the frontend's gauges fill the rest.
 
 Pool signals (target="pool", role="pool", engine="all", the frontend's model_name), only when
-the frontend routes to at least one prefill and one decode worker:
+the frontend routes to at least one prefill and one decode worker, and no joined worker exports
+vLLM's own prefill/decode time histograms (then analyzers.pool has the better data):
   prefill time the joined prefill workers' `generate` time per request (its own queue included),
                else the router's last TTFT on each prefill worker (`worker_last_time_to_first_token`)
   decode time  the joined decode workers' request time (vllm e2e, else `generate` time); their own
@@ -83,6 +84,8 @@ class DynamoFindings:
     issues: list[Issue] = field(default_factory=list)
     joined: Mapping[str, str] = field(default_factory=dict)
     """decimal worker id -> the name of the target scraping that worker."""
+    frontends: tuple[str, ...] = ()
+    """names of the fresh targets that are Dynamo frontends."""
 
 
 def is_frontend(snapshot: EngineSnapshot | None) -> bool:
@@ -178,7 +181,7 @@ def analyze_dynamo(
         for wid, (target, _) in sorted(workers.items()):
             if wid not in listed:
                 issues.append(Issue("dynamo_worker_unknown_to_frontend", {"target": target.name, "worker_id": wid}))
-    return DynamoFindings(sink.signals, issues, joined)
+    return DynamoFindings(sink.signals, issues, joined, tuple(sorted({t.name for t, _, _ in frontends})))
 
 
 def _pool_signals(
@@ -194,7 +197,7 @@ def _pool_signals(
         return  # aggregated: the frontend target's own signals say it all
     group = _frontend_group(view, fw.model)
     seconds = view.span()
-    if group is None or seconds <= 0:
+    if group is None or seconds <= 0 or _vllm_phase_times(prefill_ids + decode_ids, workers):
         return
     base = {"target": POOL_TARGET, "role": POOL_ROLE, "model_name": fw.model, "engine": POOL_ENGINE}
     itl = _moments(view, c.ITL_SECONDS, group)
@@ -235,6 +238,18 @@ def _pool_signals(
         sink.add("phaselens_disaggregation_score", base, score.score)
         for component, value in score.components.items():
             sink.add("phaselens_disaggregation_component_ratio", base, value, component=component)
+
+
+def _vllm_phase_times(ids: list[str], workers: Mapping[str, tuple[Target, TargetWindow]]) -> bool:
+    """Workers that export vLLM's own prefill/decode time histograms (a real vLLM behind Dynamo) are
+    analysed by the generic pool analyzer (analyzers.pool) from those: no second set of pool signals."""
+    for wid in ids:
+        if wid in workers:
+            window = workers[wid][1]
+            if any(window.has(c.PREFILL_TIME_SECONDS, g) or window.has(c.DECODE_TIME_SECONDS, g)
+                   for g in window.groups()):
+                return True
+    return False
 
 
 def _worker_moments(

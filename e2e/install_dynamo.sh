@@ -24,6 +24,7 @@ trap 'rm -rf "$dl"' EXIT
 "${PIP[@]}" install -q --no-deps "$dl"/ai_dynamo-1.6.1-*.whl "$dl"/ai_dynamo_runtime-1.6.1-*.whl
 "${PIP[@]}" install -q "pydantic>=2.10.6,<=2.13.5" uvloop "aiohttp>=3.14.3,<4" "kubernetes>=32.0.1,<33" msgspec \
   "prometheus-client>=0.23.1,<1" "pyzmq>=26" "redis>=6.2,<9" tqdm "transformers>=4.56" zstandard tokenizers
-"$DYNAMO_VENV/bin/python" -c 'import dynamo.frontend, dynamo.mocker, dynamo._core' 
+echo "install_dynamo: pip's 'aisimulate ... which is not installed' conflict above is expected (only the planner needs it)"
+"$DYNAMO_VENV/bin/python" -c 'import dynamo.frontend, dynamo.mocker, dynamo._core'
 touch "$DYNAMO_VENV/.dynamo-installed"
 echo "install_dynamo: ai-dynamo 1.6.1 installed in $(( $(date +%s) - t0 )) s"

@@ -8,7 +8,8 @@
 # E2E_PD=0 skips it, E2E_AGGREGATED=0 skips the aggregated one.
 #   5. real NVIDIA Dynamo 1.6.1 (frontend + mocker), aggregated and 1P1D   e2e/scenario_dynamo.py,
 #      judged by e2e/check_dynamo.py; E2E_DYNAMO=0 skips it (install ~2.5 min once, each run ~2 min).
-#      `E2E_AGGREGATED=0 E2E_PD=0 make e2e` runs only Dynamo (no vLLM install).
+#      `E2E_AGGREGATED=0 E2E_PD=0 make e2e` runs only Dynamo (no vLLM install);
+#      E2E_DYNAMO_PORT_BASE moves its ports (default 25100-25113) when several runs share a machine.
 # Measured on 2 shared cores: install from scratch (no pip cache) 369 s, model 6 s, aggregated 3-4 min,
 # P/D 3.5-4 min, check 5 s. Outputs under e2e/out/<scenario>/ (git-ignored).
 # PHASELENS_PYTHON: the Python that has phaselens installed (default .venv/bin/python from `make setup`).
@@ -18,6 +19,7 @@ PY="${PHASELENS_PYTHON:-.venv/bin/python}"
 E2E_PD="${E2E_PD:-1}"
 E2E_AGGREGATED="${E2E_AGGREGATED:-1}"
 E2E_DYNAMO="${E2E_DYNAMO:-1}"
+E2E_DYNAMO_PORT_BASE="${E2E_DYNAMO_PORT_BASE:-25100}"  # frontend HTTP; workers and sidecars above it (+20)
 OUT=e2e/out
 mkdir -p "$OUT"
 T0=$(date +%s)
@@ -56,7 +58,8 @@ if [[ "$E2E_DYNAMO" == 1 ]]; then
   stamp "dynamo model ready"
   dyn_runs=()
   for scenario in dynamo-agg dynamo-pd; do
-    "$PY" e2e/scenario_dynamo.py "$scenario" --phaselens "$PY -m phaselens" || status=1
+    "$PY" e2e/scenario_dynamo.py "$scenario" --phaselens "$PY -m phaselens" \
+      --port-base "$E2E_DYNAMO_PORT_BASE" || status=1
     dyn_runs+=("$OUT/$scenario")
     stamp "$scenario scenario done"
   done

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from phaselens.exporters.spec_docs import DYNAMO, DYNAMO_COVERAGE
 from phaselens.exporters.specs import SPECS, SignalSpec
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "docs" / "signals.md"
@@ -68,8 +69,31 @@ def _section(spec: SignalSpec) -> list[str]:
     ]
 
 
+def _dynamo(specs: Sequence[SignalSpec]) -> list[str]:
+    lines = [
+        "## What NVIDIA Dynamo gives",
+        "",
+        f"Source: {DYNAMO}. A Dynamo deployment is read from its frontend (`dynamo_frontend_*`, the KV "
+        "router's `dynamo_component_router_*`) and its workers (`dynamo_component_*` and, on the mocker "
+        "and vLLM workers, `vllm:*`). Worker ids are decimal on the frontend and hex on the workers; "
+        "phaselens joins them (log events `dynamo_worker_unjoined`, `dynamo_worker_unknown_to_frontend`, "
+        "`dynamo_worker_id_missing`, `dynamo_frontend_no_workers`, `dynamo_worker_gone`, "
+        "`dynamo_frontend_gone`). The routing share "
+        "per worker is not in the router's metrics (its counters carry the router's own id, one series for "
+        "all workers; checked with two workers): it is each worker target's "
+        "`phaselens_request_rate_per_second` over their sum. Not available in 1.6.1 at all: KV-transfer "
+        "times, `kvstats` gauges (KV load travels on the event plane).",
+        "",
+        "| Signal | From Dynamo 1.6.1 |",
+        "|---|---|",
+    ]
+    for spec in specs:
+        lines.append(f"| `{spec.name}` | {DYNAMO_COVERAGE.get(spec.name, '(not documented)')} |")
+    return [*lines, ""]
+
+
 def render_signals_doc(specs: Sequence[SignalSpec] = SPECS) -> str:
-    lines = [HEADER, "## Summary", "", *_summary(specs), ""]
+    lines = [HEADER, "## Summary", "", *_summary(specs), "", *_dynamo(specs)]
     groups: list[str] = []
     for spec in specs:
         if spec.group not in groups:

@@ -15,6 +15,7 @@ PROM_QUANTILE = "Prometheus histogram_quantile()"
 LLMD_TOKEN = "llm-d guides/workload-autoscaling/keda-epp-token-aware"
 LLMD_PD = "llm-d guides/pd-disaggregation; llm-d-inference-scheduler prefix-based-pd-decider"
 DYNAMO_PLANNER = "NVIDIA Dynamo load planner (docs/architecture/load_planner.md), disagg_perf_tuning.md"
+DYNAMO = "NVIDIA Dynamo 1.6.1 (frontend, KV router, dynamo.mocker), recorded by make e2e"
 WINDOW = "Computed over the window (settings.window_seconds): a burst stays in it for one horizon."
 
 SIGNAL_DOCS: dict[str, dict[str, str]] = {
@@ -47,7 +48,9 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
     # phases
     "phaselens_phase_prefill_time_share_ratio": {
         "formula": "sum(prefill_time) / (sum(prefill_time) + sum(decode_time)) over requests finished in the "
-                   "window; pool: prefill pool's prefill time over it plus the decode pool's decode time",
+                   "window; pool: prefill pool's prefill time over it plus the decode pool's decode time; "
+                   "Dynamo P/D pool: the prefill workers' generate time over it plus the decode workers' "
+                   "request time (workers joined with the frontend by id)",
         "source": f"{VLLM_METRICS} (request_prefill_time_seconds, request_decode_time_seconds); {SPLITWISE}",
         "limits": "Request time, not GPU time: decode spans many steps, so the share is small even when "
                   "prefill is the bottleneck; use the imbalance ratio to decide. " + WINDOW,
@@ -57,7 +60,11 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
                    "L_P = (mean prefill time + mean queue wait x (1 - s)) / TTFT budget, "
                    "L_D = max(mean ITL / ITL budget, s); pool: L_P = (mean prefill time + mean queue wait) "
                    "of the prefill pool / TTFT budget, L_D from the decode pool's ITL, KV utilization and "
-                   "preemptions. Budgets = SLOs (0.5 s / 0.1 s when unset).",
+                   "preemptions. Budgets = SLOs (0.5 s / 0.1 s when unset). Dynamo P/D pool (frontend + "
+                   "workers joined by id): L_P = mean prefill-worker generate time (else the router's last "
+                   "TTFT per prefill worker) / TTFT budget; L_D = max(frontend mean ITL / ITL budget, s, mean "
+                   "decode-worker TTFT / TTFT budget): the decode worker's own TTFT is the wait for a decode "
+                   "seat plus its first step, the decode pool's share of the user's TTFT.",
         "source": f"{DISTSERVE} (TTFT belongs to prefill, TPOT to decode; goodput is capped by the first SLO "
                   f"to bind); vLLM V1 scheduler (a waiting request is admitted only with free KV blocks); "
                   f"{DYNAMO_PLANNER}",
@@ -72,10 +79,13 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
     },
     # kv cache
     "phaselens_kv_prefix_cache_hit_ratio": {
-        "formula": "increase(prefix_cache_hits) / increase(prefix_cache_queries) over the window; V0 / "
-                   "Dynamo hit-rate gauge when there are no counters. Clamped to [0, 1] (hits are a "
-                   "part of queries).",
-        "source": f"{VLLM_METRICS} (rate(hits)/rate(queries)); vllm PR #46938 (windowed, not cumulative)",
+        "formula": "increase(prefix_cache_hits) / increase(prefix_cache_queries) over the window; else "
+                   "(Dynamo frontend) sum of the requests' usage cached_tokens / sum of their input tokens "
+                   "(dynamo_frontend_cached_tokens / input_sequence_tokens histogram sums); else the KV "
+                   "router's cached-prefix tokens on the chosen worker / the tokens it routed, prefill or "
+                   "aggregated routing only; else the V0 / Dynamo hit-rate gauge. Clamped to [0, 1].",
+        "source": f"{VLLM_METRICS} (rate(hits)/rate(queries)); vllm PR #46938 (windowed, not cumulative); "
+                  f"{DYNAMO} (frontend cached_tokens = the OpenAI usage prompt_tokens_details.cached_tokens)",
         "limits": "Tokens on vLLM >= 0.9, blocks before (the ratio is the same); absent when no lookups "
                   "happened. On a P/D decode instance it is the local cache only (prompt KV arrives by "
                   "transfer).",
@@ -149,7 +159,8 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
     },
     "phaselens_request_rate_per_second": {
         "formula": "increase(request_success summed over finished_reason) / span, else the e2e histogram's "
-                   "count rate, else Dynamo's request counter",
+                   "count rate (Dynamo frontend: request duration), else Dynamo's request counter (a worker's "
+                   "generate endpoint); never the KV router's counters, which count a P/D request twice",
         "source": VLLM_METRICS,
         "limits": "Counts every finish reason including abort and error. " + WINDOW,
     },
@@ -189,7 +200,10 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
         "formula": "interference_avoided = min(1, prefill concurrency per prefill instance) (Little's law, "
                    "Markov bound on busy share); prefill_heavy = clamp((r - 0.5)/0.4), "
                    "r = ISL_eff/(ISL_eff + OSL); kv_transfer_ttft_share as the NIXL signal; "
-                   "kv_capacity_pressure = clamp((u - knee)/(1 - knee)), knee = utilization_knee",
+                   "kv_capacity_pressure = clamp((u - knee)/(1 - knee)), knee = utilization_knee. Dynamo P/D: "
+                   "prefill concurrency from the prefill workers' generate time, ISL_eff = frontend input - "
+                   "cached tokens per request, OSL from the frontend, u from the decode workers; no "
+                   "transfer component (1.6.1 exports no measured KV-transfer time)",
         "source": f"{DISTSERVE}; {LLMD_PD} (10k|1k pays, 200|200 does not); {DYNAMO_PLANNER}",
         "limits": "Each in [0, 1]; benefit components: higher favours disaggregation, cost components: "
                   "higher argues against it.",
@@ -269,3 +283,71 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
         "limits": "-",
     },
 }
+
+DYNAMO_COVERAGE: dict[str, str] = {
+    # What a Dynamo 1.6.1 deployment gives for each signal, checked on a real frontend + mocker
+    # (tests/fixtures/dynamo-1.6.1-mocker-*). "frontend" = a target scraping the frontend's /metrics.
+    "phaselens_prefill_queue_depth": "frontend: requests in the preprocess/route/dispatch stages (includes "
+    "requests being routed, not only queued); workers: the mocker's vllm:num_requests_waiting. A P/D "
+    "prefill worker exports no queue at all.",
+    "phaselens_prefill_backlog_seconds": "0 when nothing waits; absent while requests wait: neither the "
+    "mocker nor the frontend exports a prompt-token counter, so the prefill rate V_P is unknown.",
+    "phaselens_decode_kv_utilization_ratio": "workers: vllm:kv_cache_usage_perc (aggregated and P/D "
+    "decode workers); a P/D prefill worker has none; the frontend only has per-worker active decode blocks "
+    "(used by the pool analysis, not exported per target).",
+    "phaselens_phase_prefill_time_share_ratio": "P/D pool only: prefill workers' generate time over it plus "
+    "the decode workers' request time (workers joined with the frontend by id). Cannot per target: the "
+    "mocker has no prefill/decode time histograms.",
+    "phaselens_phase_imbalance_ratio": "P/D pool only (frontend + joined workers, see the formula); an "
+    "aggregated mocker has no prefill time, so no per-target imbalance.",
+    "phaselens_phase_bottleneck": "as phaselens_phase_imbalance_ratio.",
+    "phaselens_kv_prefix_cache_hit_ratio": "frontend: sum of the usage's cached_tokens over input tokens "
+    "(dynamo_frontend_cached_tokens / input_sequence_tokens), else the KV router's cached-prefix tokens "
+    "over the tokens it routed (prefill/aggregated routing only). Workers: cannot (the mocker exports no "
+    "prefix counters).",
+    "phaselens_kv_preemptions_per_second": "workers: vllm:num_preemptions_total.",
+    "phaselens_kv_evictions_per_second": "cannot: no block residency histograms in 1.6.1.",
+    "phaselens_kv_internal_fragmentation_ratio": "cannot on a worker (no block size on its port); the "
+    "frontend has the block size but no running count.",
+    "phaselens_kv_headroom_tokens": "cannot: a worker has usage but no pool size, the frontend the reverse.",
+    "phaselens_ttft_seconds": "frontend: the user's TTFT (tokenization, routing, queueing included); "
+    "workers: vllm:time_to_first_token (a P/D decode worker's is its own first token, not the user's).",
+    "phaselens_itl_seconds": "frontend and workers (per step).",
+    "phaselens_e2e_latency_seconds": "frontend: the user's request duration; workers: vllm:e2e_request_latency "
+    "(a P/D prefill worker has none).",
+    "phaselens_queue_wait_seconds": "cannot: the mocker has no queue-time histogram.",
+    "phaselens_slo_attainment_ratio": "frontend: ttft, itl, joint (the user's); aggregated workers: their "
+    "own; a P/D decode worker: itl only (its TTFT is not the user's).",
+    "phaselens_goodput_requests_per_second": "frontend (the user's); aggregated workers; not on a P/D decode "
+    "worker (no user TTFT there).",
+    "phaselens_request_rate_per_second": "frontend: finished requests (duration histogram count), once per "
+    "request in P/D; workers: vllm e2e count, a P/D prefill worker its generate-endpoint counter. The "
+    "router's own request counters count a P/D request twice and are not used.",
+    "phaselens_nixl_transfer_seconds": "cannot: the mocker simulates KV transfer (--kv-transfer-bandwidth) "
+    "but exports no transfer metric; the router's kv_transfer_estimated_latency is an estimate.",
+    "phaselens_nixl_transfer_bytes_per_second": "cannot (as phaselens_nixl_transfer_seconds).",
+    "phaselens_nixl_transfer_failure_ratio": "cannot (as phaselens_nixl_transfer_seconds).",
+    "phaselens_nixl_ttft_share_ratio": "cannot (as phaselens_nixl_transfer_seconds).",
+    "phaselens_disaggregation_score": "P/D pool: interference_avoided, prefill_heavy and "
+    "kv_capacity_pressure; kv_transfer_ttft_share cannot be measured (no transfer time).",
+    "phaselens_disaggregation_component_ratio": "as phaselens_disaggregation_score.",
+    "phaselens_utilization_ratio": "not seen in the e2e runs: no GPU reading and no effective concurrency "
+    "the model accepts from the mocker's gauges.",
+    "phaselens_predicted_queue_wait_seconds": "workers (running, waiting, TTFT, e2e); frontend: arrivals from "
+    "dynamo_frontend_requests_started_total (counted as they arrive), running = inflight - queued "
+    "(stage gauges), the user's TTFT and duration.",
+    "phaselens_slo_breach_probability": "as phaselens_predicted_queue_wait_seconds.",
+    "phaselens_prediction_calibration_error": "as phaselens_predicted_queue_wait_seconds, once predictions "
+    "have outcomes.",
+    "phaselens_gpu_utilization_ratio": "NVML, not Dynamo.",
+    "phaselens_gpu_memory_used_ratio": "NVML, not Dynamo.",
+    "phaselens_gpu_power_watts": "NVML, not Dynamo.",
+    "phaselens_gpu_temperature_celsius": "NVML, not Dynamo.",
+    "phaselens_gpu_health_ratio": "NVML, not Dynamo.",
+    "phaselens_target_up": "every target.",
+    "phaselens_scrape_duration_seconds": "every target.",
+    "phaselens_parse_errors_total": "every target.",
+    "phaselens_signal_age_seconds": "every target.",
+    "phaselens_tick_duration_seconds": "the sidecar itself.",
+}
+"""Per signal, what a real Dynamo 1.6.1 (frontend + mocker workers) gives, or why it cannot."""

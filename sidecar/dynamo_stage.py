@@ -6,7 +6,9 @@ Stable events (logged once when they start, and `dynamo_issue_cleared` once they
 - `dynamo_worker_unjoined`: the frontend routes to a worker id that no scraped worker has;
 - `dynamo_worker_unknown_to_frontend`: a scraped worker whose id the frontend does not list;
 - `dynamo_worker_id_missing`: a Dynamo worker payload without its own id (cannot be joined);
-- `dynamo_worker_gone`: a worker that was joined is no longer fresh or no longer listed.
+- `dynamo_worker_gone`: a worker that was joined is no longer fresh or no longer listed;
+- `dynamo_frontend_gone`: a frontend seen before is no longer fresh (its workers are then not
+  reported gone: nothing says whether they are).
 No value is made up for what is missing: the signals that need it are left out.
 """
 
@@ -34,15 +36,20 @@ class DynamoStage:
         self.settings = settings
         self._active: set[_IssueKey] = set()
         self._joined: dict[str, str] = {}
+        self._frontends: set[str] = set()
 
     def __call__(
         self, now: float, fresh: Mapping[str, tuple[Target, TargetWindow]]
     ) -> tuple[Sequence[Signal], Sequence[Recommendation]]:
         found = analyze_dynamo(fresh, self.settings)
         issues = list(found.issues)
-        for wid, target in sorted(self._joined.items()):
-            if wid not in found.joined:
-                issues.append(Issue("dynamo_worker_gone", {"target": target, "worker_id": wid}))
+        self._frontends.update(found.frontends)
+        for name in sorted(self._frontends - set(found.frontends)):
+            issues.append(Issue("dynamo_frontend_gone", {"target": name}))
+        if found.frontends:
+            for wid, target in sorted(self._joined.items()):
+                if wid not in found.joined:
+                    issues.append(Issue("dynamo_worker_gone", {"target": target, "worker_id": wid}))
         if found.joined:
             # gone workers stay reported until a frontend joins the id again
             self._joined = {**{w: t for w, t in self._joined.items() if w not in found.joined}, **found.joined}

@@ -3,7 +3,9 @@
 stdout is reserved for the recommendation stream (and `replay --jsonl`), so operational logs go
 to stderr. Event names are a contract for log queries: `settings`, `scrape_failed`,
 `target_recovered`, `parse_failed`, `analyzer_failed`, `signal_dropped`, `server_started`,
-`shutdown`, `otlp_enabled`, `record_written`.
+`shutdown`, `otlp_enabled`, `record_written`; for a Dynamo deployment (sidecar/dynamo_stage.py)
+`dynamo_frontend_no_workers`, `dynamo_worker_unjoined`, `dynamo_worker_unknown_to_frontend`,
+`dynamo_worker_id_missing`, `dynamo_worker_gone`, `dynamo_frontend_gone`, `dynamo_issue_cleared`.
 """
 
 from __future__ import annotations

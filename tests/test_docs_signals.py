@@ -32,3 +32,12 @@ def test_write_creates_the_file(tmp_path: Path) -> None:
     out = tmp_path / "sub" / "signals.md"
     assert main(["--write", str(out)]) == 0
     assert out.read_text(encoding="utf-8") == render_signals_doc()
+
+
+def test_every_signal_says_what_dynamo_gives() -> None:
+    from phaselens.exporters.spec_docs import DYNAMO_COVERAGE
+
+    names = {s.name for s in SPECS}
+    assert names - DYNAMO_COVERAGE.keys() == set(), "add them to spec_docs.DYNAMO_COVERAGE"
+    assert DYNAMO_COVERAGE.keys() - names == set(), "DYNAMO_COVERAGE names a signal that does not exist"
+    assert "## What NVIDIA Dynamo gives" in render_signals_doc()

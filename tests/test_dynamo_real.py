@@ -1,0 +1,329 @@
+"""Dynamo 1.6.1 from real output: the adapter, the frontend-based signals, the P/D join and what a
+broken or partial deployment gives.
+
+Golden data: tests/fixtures/dynamo-1.6.1-mocker-{agg,pd}/scrapes.tar.gz, 1 Hz scrapes of a real
+Dynamo 1.6.1 frontend (Rust HTTP + KV router) and `dynamo.mocker` workers recorded by
+`make e2e` (e2e/scenario_dynamo.py; README.md beside each). Expected values are computed here
+from the raw text with prometheus_client's parser, independently of phaselens' parser.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from phaselens.analyzers.dynamo_pool import analyze_dynamo, frontend_workers, is_frontend, worker_id
+from phaselens.analyzers.target import analyze_target
+from phaselens.analyzers.window import TargetWindow
+from phaselens.dynamo_stage import DynamoStage
+from phaselens.model import EngineSnapshot, Signal, Target, label_value
+from phaselens.parsers.engines import canonical as c
+from phaselens.parsers.engines import to_snapshot
+from phaselens.parsers.exposition import parse_exposition
+from phaselens.settings import Settings
+from prometheus_client.parser import text_string_to_metric_families
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SETTINGS = Settings(window_seconds=30.0, slo_ttft_seconds=0.22, slo_itl_seconds=0.064)
+FRONTEND = Target("frontend", "aggregated", "file://frontend", "dynamo")
+WORKER = Target("worker", "aggregated", "file://worker", "dynamo")
+PREFILL = Target("prefill", "prefill", "file://prefill", "dynamo")
+DECODE = Target("decode", "decode", "file://decode", "dynamo")
+
+Texts = dict[str, list[str]]
+
+
+def load(name: str, tmp_path_factory: pytest.TempPathFactory) -> Texts:
+    out = tmp_path_factory.mktemp(name)
+    with tarfile.open(FIXTURES / name / "scrapes.tar.gz") as tar:
+        tar.extractall(out, filter="data")
+    return {d.name: [p.read_text() for p in sorted(d.glob("*.prom"))] for d in sorted(out.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def agg(tmp_path_factory: pytest.TempPathFactory) -> Texts:
+    return load("dynamo-1.6.1-mocker-agg", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def pd(tmp_path_factory: pytest.TempPathFactory) -> Texts:
+    return load("dynamo-1.6.1-mocker-pd", tmp_path_factory)
+
+
+def snap(text: str) -> EngineSnapshot:
+    return to_snapshot(parse_exposition(text), float(text.splitlines()[0].split()[2]))
+
+
+def window(texts: list[str], edit: Callable[[str], str] = lambda t: t) -> TargetWindow:
+    w = TargetWindow(SETTINGS.window_seconds)
+    for text in texts:
+        w.add(snap(edit(text)))
+    return w
+
+
+def raw(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("# scrape_time"))
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(body) for s in fam.samples}
+
+
+def raw_sum(text: str, name: str, **labels: str) -> float:
+    want = set(labels.items())
+    return sum(v for (n, lb), v in raw(text).items() if n == name and want <= lb)
+
+
+def value(signals: list[Signal], name: str, **labels: str) -> float | None:
+    found = [s.value for s in signals
+             if s.name == name and all(label_value(s.labels, k) == v for k, v in labels.items())]
+    assert len(found) <= 1, (name, labels, found)
+    return found[0] if found else None
+
+
+# ---------------------------------------------------------------------- adapter, golden
+
+
+def test_frontend_families_map_onto_canonical_series(pd: Texts) -> None:
+    text = pd["frontend"][-1]
+    s = snap(text)
+    assert s.engine_kind == "dynamo" and is_frontend(s)
+    key = (("engine", "0"), ("model_name", "tiny"))
+    assert s.scalars[(c.REQUESTS_STARTED, key)] == raw_sum(text, "dynamo_frontend_requests_started_total")
+    cached = s.histograms[(c.REQUEST_CACHED_TOKENS, key)]
+    assert cached.sum == raw_sum(text, "dynamo_frontend_cached_tokens_sum")
+    assert cached.count == raw_sum(text, "dynamo_frontend_cached_tokens_count")
+    # the router counts each P/D request twice (prefill and decode routing): only prefill counts
+    routed = s.histograms[(c.ROUTER_INPUT_TOKENS, key)]
+    assert routed.count == raw_sum(text, "dynamo_component_router_input_sequence_tokens_count", phase="prefill")
+    both = raw_sum(text, "dynamo_component_router_input_sequence_tokens_count")
+    assert both == 2 * routed.count
+    assert s.scalars[(c.ROUTER_CACHED_PREFIX_TOKENS, key)] == raw_sum(
+        text, "dynamo_component_router_kv_selected_cached_prefix_tokens_total", phase="prefill")
+    info = s.info["0"]
+    assert info[c.INFO_MAX_NUM_SEQS] == str(int(raw_sum(text, "dynamo_frontend_model_max_num_seqs")))
+    assert info[c.INFO_NUM_GPU_BLOCKS] == str(int(raw_sum(text, "dynamo_frontend_model_total_kv_blocks")))
+    assert info[c.INFO_BLOCK_SIZE] == str(int(raw_sum(text, "dynamo_frontend_model_kv_cache_block_size")))
+    # one series per worker, decimal ids and types as the frontend writes them
+    raw_workers = {dict(lb)["worker_id"]: dict(lb)["worker_type"] for (n, lb), _ in raw(text).items()
+                   if n == "dynamo_frontend_worker_active_decode_blocks"}
+    (fw,) = frontend_workers("frontend", s)
+    assert dict(fw.workers) == raw_workers and sorted(raw_workers.values()) == ["decode", "prefill"]
+    for wid, wtype in raw_workers.items():
+        labels = (*key, ("worker_id", wid), ("worker_type", wtype))
+        for family, canonical in (("dynamo_frontend_worker_active_decode_blocks", c.DYNAMO_WORKER_ACTIVE_DECODE_BLOCKS),
+                                  ("dynamo_frontend_worker_active_prefill_tokens",
+                                   c.DYNAMO_WORKER_ACTIVE_PREFILL_TOKENS)):
+            assert s.scalars[(canonical, tuple(sorted(labels)))] == raw_sum(text, family, worker_id=wid)
+
+
+def test_worker_ids_join_hex_on_workers_decimal_on_the_frontend(pd: Texts) -> None:
+    (fw,) = frontend_workers("frontend", snap(pd["frontend"][-1]))
+    for role in ("prefill", "decode"):
+        text = pd[role][-1]
+        hex_id = re.search(r'dynamo_component_uptime_seconds\{worker_id="([0-9a-f]+)"', text)
+        assert hex_id is not None
+        decimal = worker_id(window([text]))
+        assert decimal == str(int(hex_id.group(1), 16))
+        assert fw.workers[decimal] == role
+
+
+def test_pd_prefill_worker_has_no_vllm_series_and_decode_ttft_is_not_the_users(pd: Texts) -> None:
+    prefill = snap(pd["prefill"][-1])
+    assert not any(name.startswith("vllm:") for name in parse_exposition(pd["prefill"][-1]).families)
+    assert not any(name == c.TTFT_SECONDS for name, _ in prefill.histograms)
+    assert any(name == c.WORKER_REQUEST_SECONDS for name, _ in prefill.histograms)
+    signals, _ = analyze_target(window(pd["decode"]), DECODE, SETTINGS)
+    assert value(signals, "phaselens_slo_attainment_ratio", slo="itl", bound="lower") is not None
+    for slo in ("ttft", "joint"):
+        assert value(signals, "phaselens_slo_attainment_ratio", slo=slo, bound="lower") is None
+    assert value(signals, "phaselens_goodput_requests_per_second", bound="lower") is None
+    # the same decode TTFT read as an aggregated engine would give an attainment: the rule is the role
+    aggregated, _ = analyze_target(window(pd["decode"]), WORKER, SETTINGS)
+    assert value(aggregated, "phaselens_slo_attainment_ratio", slo="ttft", bound="lower") is not None
+
+
+# ---------------------------------------------------------------------- frontend signals, golden
+
+
+def _delta(first: str, last: str, name: str, **labels: str) -> float:
+    return raw_sum(last, name, **labels) - raw_sum(first, name, **labels)
+
+
+def test_frontend_hit_ratio_is_cached_over_input_tokens(agg: Texts) -> None:
+    texts = agg["frontend"]
+    signals, _ = analyze_target(window(texts), FRONTEND, SETTINGS)
+    # the 30 scrapes span 29 s < 30 s window: the window holds them all
+    expected = _delta(texts[0], texts[-1], "dynamo_frontend_cached_tokens_sum") / _delta(
+        texts[0], texts[-1], "dynamo_frontend_input_sequence_tokens_sum")
+    hit = value(signals, "phaselens_kv_prefix_cache_hit_ratio")
+    assert hit == pytest.approx(expected, abs=1e-9)
+    assert 0.2 < hit < 1.0  # the capture runs into the shared-prefix phase
+    span = snap(texts[-1]).time - snap(texts[0]).time
+    rate = _delta(texts[0], texts[-1], "dynamo_frontend_request_duration_seconds_count") / span
+    assert value(signals, "phaselens_request_rate_per_second") == pytest.approx(rate, rel=1e-9)
+    assert value(signals, "phaselens_slo_attainment_ratio", slo="ttft", bound="lower") is not None
+
+
+def test_router_estimate_fills_in_without_the_frontends_cached_tokens(agg: Texts) -> None:
+    def no_usage(text: str) -> str:
+        return "\n".join(line for line in text.splitlines() if not line.startswith("dynamo_frontend_cached_tokens"))
+
+    texts = agg["frontend"]
+    signals, _ = analyze_target(window(texts, no_usage), FRONTEND, SETTINGS)
+    name = "dynamo_component_router_kv_selected_cached_prefix_tokens_total"
+    expected = _delta(texts[0], texts[-1], name, phase="aggregated") / _delta(
+        texts[0], texts[-1], "dynamo_component_router_input_sequence_tokens_sum", phase="aggregated")
+    assert value(signals, "phaselens_kv_prefix_cache_hit_ratio") == pytest.approx(expected, abs=1e-9)
+
+
+def test_frontend_arrivals_feed_the_queue_observation(agg: Texts) -> None:
+    from phaselens.analyzers.queueing import arrival_counts, observe
+
+    texts = agg["frontend"]
+    w = window(texts)
+    steps = arrival_counts(w, ("tiny", "0"))
+    assert sum(n for _, n in steps) == _delta(texts[0], texts[-1], "dynamo_frontend_requests_started_total")
+    obs = observe(w, ("tiny", "0"))
+    assert obs is not None and obs.arrival_rate is not None and obs.arrival_rate > 0
+
+
+# ---------------------------------------------------------------------- P/D pool, golden
+
+
+def pd_windows(pd: Texts, **edits: Callable[[str], str]) -> dict[str, tuple[Target, TargetWindow]]:
+    out = {}
+    for target, name in ((FRONTEND, "frontend"), (PREFILL, "prefill"), (DECODE, "decode")):
+        out[target.name] = (target, window(pd[name], edits.get(name, lambda t: t)))
+    return out
+
+
+def test_pd_pool_signals_from_frontend_and_workers(pd: Texts) -> None:
+    found = analyze_dynamo(pd_windows(pd), SETTINGS)
+    assert not found.issues
+    assert set(found.joined.values()) == {"prefill", "decode"}
+    pool = {"target": "pool", "role": "pool", "engine": "all", "model_name": "tiny"}
+    # the last 30 s are the burst: 10 streams on 4 decode seats; the prefill worker stays fast
+    assert value(found.signals, "phaselens_phase_bottleneck", phase="decode", **pool) == 1.0
+    assert value(found.signals, "phaselens_phase_imbalance_ratio", **pool) < 1.0
+    def in_window(texts: list[str]) -> tuple[str, str]:
+        end = snap(texts[-1]).time
+        inside = [t for t in texts if snap(t).time >= end - SETTINGS.window_seconds]
+        return inside[0], inside[-1]
+
+    first, last = in_window(pd["prefill"])
+    d_first, d_last = in_window(pd["decode"])
+    pre = _delta(first, last, "dynamo_component_request_duration_seconds_sum", dynamo_endpoint="generate")
+    dec = _delta(d_first, d_last, "vllm:e2e_request_latency_seconds_sum")
+    assert value(found.signals, "phaselens_phase_prefill_time_share_ratio", **pool) == pytest.approx(
+        pre / (pre + dec), abs=1e-6)
+    score = value(found.signals, "phaselens_disaggregation_score", **pool)
+    assert score is not None and 0.0 <= score <= 1.0
+    components = {label_value(s.labels, "component") for s in found.signals
+                  if s.name == "phaselens_disaggregation_component_ratio"}
+    assert components == {"interference_avoided", "prefill_heavy", "kv_capacity_pressure"}
+
+
+def test_aggregated_dynamo_gives_no_pool_signals(agg: Texts) -> None:
+    windows = {"frontend": (FRONTEND, window(agg["frontend"])), "worker": (WORKER, window(agg["worker"]))}
+    found = analyze_dynamo(windows, SETTINGS)
+    assert found.signals == [] and found.issues == []
+    assert len(found.joined) == 1
+
+
+# ---------------------------------------------------------------------- bad or partial output
+
+
+def _strip_worker_gauges(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if "dynamo_frontend_worker_" not in line)
+
+
+def _other_ids(text: str) -> str:
+    return re.sub(r'worker_id="[0-9a-f]+"', 'worker_id="abcdef0123456789"', text)
+
+
+def test_frontend_with_no_workers_logs_and_makes_no_pool_value(pd: Texts, caplog: pytest.LogCaptureFixture) -> None:
+    windows = pd_windows(pd, frontend=_strip_worker_gauges)
+    stage = DynamoStage(SETTINGS)
+    with caplog.at_level(logging.WARNING, logger="phaselens"):
+        signals, _ = stage(0.0, windows)
+        stage(1.0, windows)
+    assert list(signals) == []
+    events = [r.__dict__.get("event") for r in caplog.records]
+    assert events.count("dynamo_frontend_no_workers") == 1  # once, not every tick
+    assert "dynamo_worker_unknown_to_frontend" in events
+
+
+def test_ids_that_do_not_join_are_logged_and_no_worker_value_is_used(
+    pd: Texts, caplog: pytest.LogCaptureFixture
+) -> None:
+    windows = pd_windows(pd, prefill=_other_ids, decode=_other_ids)
+    with caplog.at_level(logging.WARNING, logger="phaselens"):
+        signals, _ = DynamoStage(SETTINGS)(0.0, windows)
+    events = {r.__dict__.get("event") for r in caplog.records}
+    assert {"dynamo_worker_unjoined", "dynamo_worker_unknown_to_frontend"} <= events
+    # without joined workers there is no worker-side decode time: no time share is made up
+    assert value(list(signals), "phaselens_phase_prefill_time_share_ratio", target="pool") is None
+    # the frontend's own view of the prefill worker (its last TTFT) and of the decode blocks remains
+    assert value(list(signals), "phaselens_phase_imbalance_ratio", target="pool") is not None
+
+
+def test_a_worker_gone_is_logged_once_and_cleared_when_it_returns(
+    pd: Texts, caplog: pytest.LogCaptureFixture
+) -> None:
+    full = pd_windows(pd)
+    without_decode = {k: v for k, v in full.items() if k != "decode"}
+    stage = DynamoStage(SETTINGS)
+    with caplog.at_level(logging.INFO, logger="phaselens"):
+        stage(0.0, full)
+        gone, _ = stage(1.0, without_decode)
+        stage(2.0, without_decode)
+        stage(3.0, full)
+    events = [r.__dict__.get("event") for r in caplog.records]
+    assert events.count("dynamo_worker_gone") == 1
+    assert events.count("dynamo_worker_unjoined") == 1
+    assert "dynamo_issue_cleared" in events
+    gone_record = next(r for r in caplog.records if r.__dict__.get("event") == "dynamo_worker_gone")
+    assert gone_record.__dict__["target"] == "decode"
+    assert value(list(gone), "phaselens_phase_prefill_time_share_ratio", target="pool") is None
+
+
+def test_a_worker_without_its_id_is_reported(pd: Texts, caplog: pytest.LogCaptureFixture) -> None:
+    def no_uptime(text: str) -> str:
+        return "\n".join(line for line in text.splitlines() if "dynamo_component_uptime_seconds" not in line)
+
+    with caplog.at_level(logging.WARNING, logger="phaselens"):
+        DynamoStage(SETTINGS)(0.0, pd_windows(pd, decode=no_uptime))
+    assert "dynamo_worker_id_missing" in {r.__dict__.get("event") for r in caplog.records}
+
+
+def test_workers_with_vllm_phase_histograms_are_left_to_the_generic_pool_analyzer(pd: Texts) -> None:
+    # A real vLLM behind Dynamo exports its own prefill/decode times: analyzers.pool reads those.
+    vllm_times = (
+        "# TYPE vllm:request_prefill_time_seconds histogram\n"
+        'vllm:request_prefill_time_seconds_bucket{engine="0",model_name="tiny",le="+Inf"} 1\n'
+        'vllm:request_prefill_time_seconds_sum{engine="0",model_name="tiny"} 0.1\n'
+        'vllm:request_prefill_time_seconds_count{engine="0",model_name="tiny"} 1\n'
+    )
+    found = analyze_dynamo(pd_windows(pd, decode=lambda t: t + vllm_times), SETTINGS)
+    assert found.signals == [] and found.issues == []
+    assert set(found.joined.values()) == {"prefill", "decode"}
+
+
+def test_a_frontend_gone_is_reported_as_such_not_as_every_worker_gone(
+    pd: Texts, caplog: pytest.LogCaptureFixture
+) -> None:
+    full = pd_windows(pd)
+    workers_only = {k: v for k, v in full.items() if k != "frontend"}
+    stage = DynamoStage(SETTINGS)
+    with caplog.at_level(logging.INFO, logger="phaselens"):
+        stage(0.0, full)
+        signals, _ = stage(1.0, workers_only)
+        stage(2.0, full)
+    events = [r.__dict__.get("event") for r in caplog.records]
+    assert events.count("dynamo_frontend_gone") == 1
+    assert "dynamo_worker_gone" not in events
+    assert list(signals) == []  # no pool signal without the frontend
+    assert "dynamo_issue_cleared" in events
