@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench soak e2e demo-live clean system-deps docker-smoke
+.PHONY: setup demo test lint bench soak e2e demo-live clean system-deps docker-smoke fleet fleet-ci
 
 # Set-up prints two lines; pip's own output goes to $(SETUP_LOG), shown only when it fails.
 SETUP_LOG := $(VENV)/setup.log
@@ -56,3 +56,9 @@ demo-live: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+fleet: $(STAMP)
+	$(PY) benchmarks/fleet/run.py --matrix
+
+fleet-ci: $(STAMP)
+	$(PY) benchmarks/fleet/run.py --trace ci-step --policy phaselens --policy production-stack --out benchmarks/fleet/out/ci --check

@@ -4,6 +4,15 @@ backlog_seconds = queue depth x mean uncached prompt tokens per request / peak p
 second. It is the signal llm-d's token-aware KEDA guide scales prefill on (queued uncached tokens
 divided by a calibrated prefill speed V_P), measured here instead of calibrated: V_P is the highest
 per-scrape rate of locally computed prompt tokens seen in the window.
+
+When the engine exports no prompt-token counts (Dynamo's mocker workers export queue depth and
+request histograms but no token counters), the backlog is the queue's drain time instead:
+queue depth / requests finished per second over the window. A queue only forms while every seat
+is taken, so the finish rate is then the engine's service rate, and depth / rate is how long the
+last queued request waits before it starts: seconds of queued work, like the token version, but
+counting all of a request's work (in a KV-bound engine queued requests wait for decode seats).
+Without it the pool's only signal on such engines is KV utilization, which stops near 1 per pod
+while the queue grows without bound (benchmarks/fleet, docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from phaselens.analyzers.window import Group
 from phaselens.parsers.engines import canonical as c
 
 QueueSource = Literal["capacity", "total"]
-TokensSource = Literal["kv_computed", "prompt_minus_hits", "prompt_rate"]
+TokensSource = Literal["kv_computed", "prompt_minus_hits", "prompt_rate", "drain"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +37,7 @@ class PrefillBacklog:
     tokens_source: TokensSource | None
     peak_prefill_tokens_per_second: float | None
     backlog_seconds: float | None
+    finished_per_second: float | None = None  # set when the backlog is the queue's drain time
 
 
 def queue_depth(window: WindowView, group: Group) -> tuple[float | None, QueueSource | None]:
@@ -93,15 +103,30 @@ def peak_prefill_tokens_per_second(window: WindowView, group: Group, hit_ratio: 
     return peak if peak > 0 else None
 
 
+def finished_per_second(window: WindowView, group: Group) -> float | None:
+    """Requests the engine finished per second over the window (its end-to-end latency histogram)."""
+    delta = window.histogram_delta(c.E2E_LATENCY_SECONDS, group)
+    if delta is None or delta.seconds <= 0 or delta.count <= 0:
+        return None
+    return delta.count / delta.seconds
+
+
 def prefill_backlog(window: WindowView, group: Group, hit_ratio: float | None) -> PrefillBacklog:
     depth, source = queue_depth(window, group)
     tokens, tokens_source = uncached_tokens_per_request(window, group, hit_ratio)
     speed = peak_prefill_tokens_per_second(window, group, hit_ratio)
     backlog: float | None = None
+    finished: float | None = None
     if depth is not None and depth == 0:
         backlog = 0.0  # nothing waiting: a measured zero, not a missing value
     elif depth is not None and tokens is not None and speed is not None:
         backlog = depth * tokens / speed
+    elif depth is not None and tokens is None and speed is None:
+        # No token counts at all: the queue's drain time (module docstring).
+        finished = finished_per_second(window, group)
+        if finished is not None:
+            backlog = depth / finished
+            tokens_source = "drain"
     return PrefillBacklog(
         queue_depth=depth,
         queue_source=source,
@@ -109,4 +134,5 @@ def prefill_backlog(window: WindowView, group: Group, hit_ratio: float | None) -
         tokens_source=tokens_source,
         peak_prefill_tokens_per_second=speed,
         backlog_seconds=backlog,
+        finished_per_second=finished,
     )

@@ -141,18 +141,24 @@ def _decode_ttft(window: WindowLike | None, group: Group | None) -> tuple[float,
     return (total, count) if found else None
 
 
+def _histogram_quantiles(delta: HistogramDelta) -> dict[float, float]:
+    """The finite window quantiles of a transfer-time histogram delta (none without observations)."""
+    quantiles: dict[float, float] = {}
+    if delta.count > 0:
+        for q in QUANTILES:
+            value = histogram_quantile(q, delta.buckets)
+            if value is not None and math.isfinite(value):
+                quantiles[q] = value
+    return quantiles
+
+
 def figures_from_vllm(window: WindowLike) -> list[NixlFigures]:
     out: list[NixlFigures] = []
     for group in window.groups():
         xfer = window.histogram_delta(c.NIXL_XFER_SECONDS, group)
         if xfer is None:
             continue
-        quantiles: dict[float, float] = {}
-        if xfer.count > 0:
-            for q in QUANTILES:
-                value = histogram_quantile(q, xfer.buckets)
-                if value is not None and math.isfinite(value):
-                    quantiles[q] = value
+        quantiles = _histogram_quantiles(xfer)
         size = window.histogram_delta(c.NIXL_BYTES, group)
         failed = window.increase(c.NIXL_FAILED_TRANSFERS, group)
         ttft = _decode_ttft(window, group)
@@ -203,12 +209,7 @@ def figures_from_engine(window: WindowLike, source: str) -> list[NixlFigures]:
         failed = window.increase(c.KV_TRANSFER_FAILURES, group)
         queued = _queued(window, group)
         if xfer is not None:
-            quantiles: dict[float, float] = {}
-            if xfer.count > 0:
-                for q in QUANTILES:
-                    value = histogram_quantile(q, xfer.buckets)
-                    if value is not None and math.isfinite(value):
-                        quantiles[q] = value
+            quantiles = _histogram_quantiles(xfer)
             size = window.histogram_delta(c.KV_TRANSFER_BYTES, group)
             out.append(
                 NixlFigures(

@@ -171,7 +171,7 @@ def live(pythonpath: str, models: int, seconds: float, shape: str) -> dict[str, 
     ticks = 0
     try:
         deadline = time.monotonic() + 30
-        while _get(port, "/healthz", 1.0)[0] == 0:  # until the server listens
+        while not _listening(port):  # a blocked event loop still accepts connections: polls then time out
             if time.monotonic() > deadline or child.poll() is not None:
                 raise RuntimeError("sidecar did not start")
             time.sleep(0.1)
@@ -200,6 +200,12 @@ def live(pythonpath: str, models: int, seconds: float, shape: str) -> dict[str, 
             "statuses": statuses, "healthz_p50_s": statistics.median(latencies),
             "healthz_max_s": max(latencies), "published_a_tick": bool(ticks), "sigterm_exit_s": stop,
             "model_names_exported": len(set(re.findall(r'model_name="([^"]*)"', metrics)))}
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _get(port: int, path: str, timeout: float) -> tuple[int, bytes]:

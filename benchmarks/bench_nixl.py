@@ -17,8 +17,6 @@ Run: python benchmarks/bench_nixl.py [EVENTS] [--runs 3]
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import statistics
 import struct
@@ -29,9 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from phaselens.nixl_cli import NO_TIMESTAMPS_NOTE
 from phaselens.parsers.nixl_ring import (
-    EVENT_NAMES,
     HEADER_SIZE,
     RX_BYTES,
     XFER_POST_TIME,
@@ -40,6 +36,9 @@ from phaselens.parsers.nixl_ring import (
     parse_header,
 )
 from phaselens.sources.nixl_dir import NixlRing
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from nixl_object_path import write_object_path
 
 REAL_RING = Path(__file__).resolve().parent.parent / "tests/fixtures/nixl-1.5.1-cpu-ucx-loopback/initiator.ring"
 
@@ -109,52 +108,6 @@ def poll_file(data: bytes) -> tuple[float, int]:
     return best, transfers
 
 
-def object_path(path: Path, summary_only: bool) -> None:
-    """`nixl-telemetry` as it was before issue 19: a `NixlTransfer` per transfer, then the summary."""
-    decoded = decode_ring(path.read_bytes(), str(path))
-    grouped = decoded.grouped
-    transfers = grouped.transfers.to_transfers(path.name, None)
-    out = sys.stdout
-    if not summary_only:
-        for index, t in enumerate(transfers):
-            record: dict[str, object] = {"agent": t.agent, "index": index}
-            if t.time is not None:
-                record["time"] = round(t.time, 6)
-            record |= {
-                "post_seconds": round(t.post_seconds, 6),
-                "xfer_seconds": round(t.xfer_seconds, 6),
-                "bytes": t.bytes,
-                "requests": t.requests,
-                "direction": t.direction,
-            }
-            out.write(json.dumps(record) + "\n")
-    times = sorted(t.xfer_seconds for t in transfers)
-
-    def quantile(q: float) -> float:
-        pos = q * (len(times) - 1)
-        low = math.floor(pos)
-        high = min(low + 1, len(times) - 1)
-        return times[low] + (times[high] - times[low]) * (pos - low)
-
-    header = decoded.header
-    summary = {
-        "file": str(path), "agent": path.name, "version": header.version,
-        "timestamps": grouped.transfers.timestamps_us is not None, "capacity": header.capacity,
-        "write_pos": header.write_pos, "read_pos": header.read_pos, "pending_events": header.pending,
-        "full": header.is_full, "transfers": len(transfers), "bytes": sum(t.bytes for t in transfers),
-        "xfer_seconds_sum": round(sum(times), 6),
-        "post_seconds_sum": round(sum(t.post_seconds for t in transfers), 6),
-        "xfer_seconds_quantiles": {f"{q:g}": round(quantile(q), 6) for q in (0.5, 0.9, 0.99)} if times else {},
-        "errors": grouped.errors, "memory_registered_bytes": grouped.memory_registered_bytes,
-        "dropped_events_known": decoded.dropped_events_known,
-        "unfinished_tail_events": decoded.unfinished_tail_events, "unknown_events": grouped.unknown_events,
-        "event_names": sorted(set(decoded.event_names())) if header.version in EVENT_NAMES else None,
-    }  # fmt: skip
-    if not summary["timestamps"]:
-        summary["note"] = NO_TIMESTAMPS_NOTE
-    out.write(json.dumps({"summary": summary}) + "\n")
-
-
 def _process_seconds(command: list[str], runs: int) -> tuple[list[float], bytes]:
     times = []
     output = b""
@@ -196,7 +149,7 @@ def main() -> None:
     parser.add_argument("--summary-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.object_path:
-        object_path(args.object_path, args.summary_only)
+        write_object_path(args.object_path, sys.stdout, args.summary_only)
         return
     events = args.events
     data = build_ring(events)

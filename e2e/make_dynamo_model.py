@@ -18,32 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from corpus import training_text
+import make_model
 
 MIN_VOCAB = 2048
 PADDED_VOCAB = 2304  # a margin above the mocker's [1000, 2000) token range
 
 
 def make_tokenizer(folder: Path) -> int:
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512,
-        special_tokens=["<unk>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(training_text(), trainer=trainer)
-    # Plain (not special) tokens: they decode to visible text, so every mocker token streams content.
-    pad = [AddedToken(f" w{i}", normalized=False) for i in range(PADDED_VOCAB - tok.get_vocab_size())]
-    tok.add_tokens(pad)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    fast.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
-    fast.save_pretrained(str(folder))
-    return len(fast)
+    return make_model.make_tokenizer(folder, pad_to=PADDED_VOCAB)
 
 
 def write_config(folder: Path, vocab_size: int) -> None:

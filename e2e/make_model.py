@@ -16,8 +16,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import training_text
 
 
-def make_tokenizer(folder: Path) -> int:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def make_tokenizer(folder: Path, pad_to: int | None = None) -> int:
+    """Trains the byte-level BPE on the corpus and saves it; returns the vocabulary size.
+
+    `pad_to` adds plain (not special) tokens (" w1234") up to that vocabulary size: they decode to
+    visible text, so every token an engine that emits random ids streams has content (Dynamo mocker).
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -29,6 +34,8 @@ def make_tokenizer(folder: Path) -> int:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(training_text(), trainer=trainer)
+    if pad_to is not None:
+        tok.add_tokens([AddedToken(f" w{i}", normalized=False) for i in range(pad_to - tok.get_vocab_size())])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     fast.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
     fast.save_pretrained(str(folder))

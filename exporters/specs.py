@@ -76,7 +76,8 @@ SPECS: tuple[SignalSpec, ...] = (
         "phaselens_prefill_backlog_seconds",
         "s",
         "Estimated seconds of prefill work waiting: "
-        "queue depth x mean uncached prompt tokens / prefill tokens per second.",
+        "queue depth x mean uncached prompt tokens / prefill tokens per second; "
+        "without token counts, queue depth / requests finished per second.",
         "autoscaling",
     ),
     _spec(

@@ -425,7 +425,7 @@ def render(result: PlanResult) -> str:
             f"{pool.per_pod_requests_per_second:.3f} req/s/pod; steady {pool.steady_pods} pods, warm pool "
             f"{pool.warm_pods} pods (minReplicas {pool.steady_pods + pool.warm_pods})")
     lines += [
-        "behavior: scale-up 1 pod / 180 s, scale-down 1 pod / 300 s after a 300 s window; "
+        "behavior: scale-up at once, at most +4 pods or x2 / 60 s; scale-down 1 pod / 300 s after a 300 s window; "
         "held while pool pods are Pending",
         f"break-even: add a pod on a warm node only when queued work > {result.break_even_pod_seconds:g} s "
         f"to drain; add a GPU node only when > {result.break_even_node_seconds:g} s "

@@ -86,10 +86,11 @@ def test_sglang_itl_rename_keeps_the_new_name(fixtures_dir: Path) -> None:
     new = read(fixtures_dir, "sglang-0.5-docs")
     old_block = old[old.index("# HELP sglang:time_per_output"): old.index("# HELP sglang:func_latency")]
     new_block = new[new.index("# HELP sglang:inter_token"): new.index("# HELP sglang:func_latency")]
-    doubled = old_block.replace(' 1.0\n', ' 99.0\n', 1)  # tell the two apart
+    # tell the two apart; 50 stays below the next bucket's 73 (non-cumulative buckets are rejected)
+    doubled = old_block.replace(' 1.0\n', ' 50.0\n', 1)
     snap = snap_of(doubled + new_block)
     assert snap.histograms[key(c.ITL_SECONDS, LLAMA)].buckets[0] == (0.005, 1.0)
-    assert snap_of(doubled).histograms[key(c.ITL_SECONDS, LLAMA)].buckets[0] == (0.005, 99.0)
+    assert snap_of(doubled).histograms[key(c.ITL_SECONDS, LLAMA)].buckets[0] == (0.005, 50.0)
 
 
 def test_sglang_first_prometheus_version_percent_hit_rate(fixtures_dir: Path) -> None:

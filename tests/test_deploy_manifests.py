@@ -263,7 +263,12 @@ def test_gpu_aware_scaling_behaviour() -> None:
         down, up = behaviour["scaleDown"], behaviour["scaleUp"]
         assert down["stabilizationWindowSeconds"] == 300, name
         assert down["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 300}], name
-        assert all(p["type"] == "Pods" and p["value"] == 1 for p in up["policies"]), name
+        # scale up at once to what the held backlog asks, at most +4 pods or x2 per 60 s (docs/fleet.md)
+        assert up["stabilizationWindowSeconds"] == 0, name
+        assert up.get("selectPolicy", "Max") == "Max", name
+        assert sorted((p["type"], p["value"], p["periodSeconds"]) for p in up["policies"]) == [
+            ("Percent", 100, 60), ("Pods", 4, 60)
+        ], name
 
 
 def test_never_scale_on_gpu_utilization() -> None:
