@@ -311,9 +311,12 @@ def check_goodput(
     phases: list[PhaseSpan],
     meta: dict,
     max_scrape_s: float = 0.0,
+    role: str = "aggregated",
 ) -> None:
     """The sidecar's window spans from its first scrape after t - W (up to one interval plus the
-    longest scrape later) to its newest: the client's range covers every such span."""
+    longest scrape later) to its newest: the client's range covers every such span. The window ends
+    at the newest scrape, which is `phaselens_signal_age_seconds` before the tick: on a loaded
+    machine a tick can run a scrape or two late, and its goodput is then that of the older window."""
     window, interval = float(meta["window_s"]), float(meta["interval_s"])
     min_span = window - interval - max_scrape_s
     t_first = min(p.start for p in phases) + window + interval
@@ -323,8 +326,9 @@ def check_goodput(
     for s in sidecar:
         if not t_first <= s.t <= t_last:
             continue
+        age = s.value("phaselens_signal_age_seconds", role=role) or 0.0
         g = client_goodput(
-            requests, s.t, window, interval, meta["slo_ttft_s"], meta["slo_itl_s"], CLASSIFY_SLACK_S, min_span
+            requests, s.t - age, window, interval, meta["slo_ttft_s"], meta["slo_itl_s"], CLASSIFY_SLACK_S, min_span
         )
         lower = s.value("phaselens_goodput_requests_per_second", bound="lower")
         upper = s.value("phaselens_goodput_requests_per_second", bound="upper")
