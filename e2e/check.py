@@ -18,6 +18,7 @@ import shutil
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -1031,13 +1032,11 @@ def render(rep: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("runs", nargs="+", type=Path)
-    args = ap.parse_args(argv)
+def report_runs(runs: list[Path], check: Callable[[Path], Report]) -> bool:
+    """Checks each run folder, prints its report and writes report.md / report.json beside it."""
     all_ok = True
-    for out in args.runs:
-        rep = check_run(out)
+    for out in runs:
+        rep = check(out)
         text = render(rep)
         print(text)
         (out / "report.md").write_text(text)
@@ -1055,7 +1054,14 @@ def main(argv: list[str] | None = None) -> int:
             + "\n"
         )
         all_ok &= rep.ok
-    return 0 if all_ok else 1
+    return all_ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("runs", nargs="+", type=Path)
+    args = ap.parse_args(argv)
+    return 0 if report_runs(args.runs, check_run) else 1
 
 
 if __name__ == "__main__":

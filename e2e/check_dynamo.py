@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from check import Report, render
+from check import Report, report_runs
 from groundtruth import Scrape, load_jsonl, load_scrapes, signals_to_scrapes
 
 TOL_ATTAINMENT = 0.1
@@ -392,17 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("runs", nargs="+", type=Path)
     args = ap.parse_args(argv)
-    all_ok = True
-    for out in args.runs:
-        rep = check_run(out)
-        text = render(rep)
-        print(text)
-        (out / "report.md").write_text(text)
-        (out / "report.json").write_text(json.dumps(
-            {"scenario": rep.scenario, "ok": rep.ok, "results": [r.__dict__ for r in rep.results],
-             "figures": rep.figures}, indent=2, default=str) + "\n")
-        all_ok &= rep.ok
-    return 0 if all_ok else 1
+    return 0 if report_runs(args.runs, check_run) else 1
 
 
 if __name__ == "__main__":
