@@ -165,8 +165,10 @@ async def test_carry_over_starts_the_next_phase_while_requests_are_in_flight(aio
     """With carry_over the second phase's first arrival comes before the first phase's answers."""
     import asyncio
 
+    # 3 s answers: b's first arrival (~0.5 s) must come before a's last answer (>= 3 s) with a
+    # margin a loaded CI machine's event-loop stalls cannot eat (with 1 s it failed once under load)
     async def slow(_request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(3.0)
         resp = web.StreamResponse()
         await resp.prepare(_request)
         usage = {"prompt_tokens": 3, "completion_tokens": 1}
@@ -183,5 +185,5 @@ async def test_carry_over_starts_the_next_phase_while_requests_are_in_flight(aio
     first = [r for r in recs if r.phase == "a"]
     second = [r for r in recs if r.phase == "b"]
     assert first and second and all(r.outcome == "ok" for r in recs)
-    # waiting for phase a's answers (1 s each) would have pushed phase b's arrivals past a's last end
+    # waiting for phase a's answers (3 s each) would have pushed phase b's arrivals past a's last end
     assert min(r.start for r in second) < max(r.end for r in first)
