@@ -699,26 +699,3 @@ class IsotonicRecalibration:
         cell = self.cells.get(key)
         breaches, n, sum_p = self._decayed(cell, now) if cell is not None else (0.0, 0.0, 0.0)
         self.cells[key] = [breaches + outcome * arrivals, n + arrivals, sum_p + p * arrivals, now]
-
-    def to_state(self) -> list[list[Any]]:
-        return [[stratum, b, *cell] for (stratum, b), cell in sorted(self.cells.items())]
-
-    @classmethod
-    def from_state(cls, rows: Any) -> IsotonicRecalibration:
-        """Restore; rows that are damaged, or a state that is not a list of rows, are dropped."""
-        out = cls()
-        try:
-            for stratum, b, breaches, arrivals, sum_p, when in rows or []:
-                values = (float(breaches), float(arrivals), float(sum_p), float(when))
-                if (
-                    stratum in STRATA
-                    and isinstance(b, int)
-                    and 0 <= b < out.bins
-                    and all(math.isfinite(v) for v in values)
-                    and 0.0 <= values[0] <= values[1]
-                    and 0.0 <= values[2] <= values[1]
-                ):
-                    out.cells[(stratum, b)] = list(values)
-        except (TypeError, ValueError):
-            return cls()
-        return out

@@ -63,7 +63,8 @@ class _TargetState:
     # not persisted: after a restart the learned part earns its weight again on the workload in
     # front of it (measured: evidence carried from other runs let transferred corrections hurt)
     shrink: br.EvidenceShrink = field(default_factory=br.EvidenceShrink)
-    # the last stage: what is published is recalibrated on this engine's own labels (persisted)
+    # the last stage: what is published is recalibrated on this engine's own labels. Not persisted
+    # either (measured on the development runs, warm: ECE 0.036 carried over against 0.029 not)
     final: br.IsotonicRecalibration = field(default_factory=br.IsotonicRecalibration)
     calibration: br.RollingCalibration = field(default_factory=br.RollingCalibration)
     profile: patterns.DailyProfile = field(default_factory=patterns.DailyProfile)
@@ -591,7 +592,6 @@ class QueueIntelligence:
                     "predictor": t.predictor.to_state(),
                     "recalibration": t.recalibration.to_state(),
                     "calibration": t.calibration.to_state(),
-                    "final_recalibration": t.final.to_state(),
                     "profile": t.profile.to_state(),
                     "groups": {
                         key: {"concurrency": g.concurrency, "trend": g.trend.to_state(), "quiet_ttft": g.quiet_ttft}
@@ -617,7 +617,6 @@ class QueueIntelligence:
             t = _TargetState(
                 predictor=br.BreachPredictor.from_state(raw.get("predictor") or {}),
                 recalibration=br.BinnedRecalibration.from_state(raw.get("recalibration")),
-                final=br.IsotonicRecalibration.from_state(raw.get("final_recalibration")),
                 calibration=br.RollingCalibration.from_state(raw.get("calibration")),
                 profile=patterns.DailyProfile.from_state(raw.get("profile") or {}),
             )

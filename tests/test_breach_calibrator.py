@@ -54,18 +54,18 @@ def test_the_map_is_monotone_whatever_the_labels() -> None:
             assert all(0.0 <= v <= 1.0 for v in out)
 
 
-def test_counts_decay_and_state_round_trips() -> None:
+def test_counts_decay_and_are_not_carried_across_a_restart(tmp_path: Path, fixtures_dir: Path) -> None:
     cal = br.IsotonicRecalibration(half_life_seconds=100.0)
     for t in range(50):
         cal.update("idle", 0.05, 1.0, 2.0, float(t))
     early = cal.apply("idle", 0.05, 50.0)
     late = cal.apply("idle", 0.05, 5000.0)  # 50 half-lives later the evidence has faded
     assert early > 0.8 and late == pytest.approx(0.05, abs=0.02)
-    restored = br.IsotonicRecalibration.from_state(cal.to_state())
-    assert restored.cells == cal.cells
-    assert br.IsotonicRecalibration.from_state([["idle", 0, 5.0, 2.0, 0.1, 0.0]]).cells == {}  # breaches > arrivals
-    assert br.IsotonicRecalibration.from_state([["nope", 0, 1.0, 2.0, 0.1, 0.0]]).cells == {}
-    assert br.IsotonicRecalibration.from_state("garbage").cells == {}
+    # a restart starts the final stage afresh: it learns the workload in front of it
+    qi = QueueIntelligence()
+    _publish(_scrapes(tmp_path, fixtures_dir), qi)
+    assert qi._targets["aggregated"].final.cells
+    assert QueueIntelligence.from_state(qi.to_state())._targets["aggregated"].final.cells == {}
 
 
 def test_carried_labels_telescope_where_clamped_ones_are_biased() -> None:
@@ -136,7 +136,3 @@ def test_no_label_is_used_before_its_horizon_has_passed(
     cut = len(scrapes) * 2 // 3
     prefix = _publish(scrapes[:cut], QueueIntelligence())
     assert prefix == full[: len(prefix)] and len(prefix) >= cut - 2
-    # and the calibrator did move what was published (the test is not vacuous)
-    qi = QueueIntelligence()
-    _publish(scrapes, qi)
-    assert qi._targets["aggregated"].final.cells
