@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -245,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--interval", type=float, default=INTERVAL_S, help="scrape interval of the sidecar and the recorder (s)"
     )
+    # engine shape, for recordings of other KV pool sizes and batch caps (breach-prediction protocol)
+    ap.add_argument("--num-gpu-blocks", type=int, help="KV pool in blocks (default 48 aggregated, 96 per P/D engine)")
+    ap.add_argument("--max-num-seqs", type=int, help="batch cap (default 32 aggregated, 16 per P/D engine)")
+    ap.add_argument("--no-prefix-caching", action="store_true", help="start the engine without prefix caching")
+    ap.add_argument("--port-offset", type=int, default=0, help="added to the engines' ports (8011, 8021, 8022)")
     args = ap.parse_args(argv)
 
     pd = args.scenario == "pd"
@@ -255,7 +260,16 @@ def main(argv: list[str] | None = None) -> int:
     nixl_dir = out / "nixl-telemetry"
     if pd:
         nixl_dir.mkdir()
-    servers = servers_for(args.scenario, nixl_dir)
+    servers = [
+        replace(
+            s,
+            port=s.port + args.port_offset,
+            extra=(*s.extra, "--no-enable-prefix-caching") if args.no_prefix_caching else s.extra,
+        )
+        for s in servers_for(args.scenario, nixl_dir)
+    ]
+    num_blocks = args.num_gpu_blocks or (96 if pd else 48)
+    max_seqs = args.max_num_seqs or (16 if pd else 32)
     phases = [loadgen.Phase.parse(p) for p in (args.phases or (PD_PHASES if pd else AGGREGATED_PHASES))]
     timings = Timings()
     started: list[procs.Proc] = []
@@ -266,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         "window_s": WINDOW_S,
         "interval_s": args.interval,
         "block_size": BLOCK_SIZE,
-        "num_gpu_blocks": 96 if pd else 48,
+        "num_gpu_blocks": num_blocks,
+        "max_num_seqs": max_seqs,
+        "prefix_caching": not args.no_prefix_caching,
         "roles": [s.role for s in servers],
         "phases": [asdict(p) for p in phases],
         "sidecar": not args.no_sidecar,
@@ -276,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with timings.step("engine_start"):
             for s in servers:
-                argv_ = engine_argv(args.engine_python, args.model, s, 96 if pd else 48, 16 if pd else 32)
+                argv_ = engine_argv(args.engine_python, args.model, s, num_blocks, max_seqs)
                 started.append(procs.start(s.role, argv_, out / s.log, env=s.env))
             for s in servers:
                 procs.wait_http(f"{s.base}/health", args.ready_timeout, started)

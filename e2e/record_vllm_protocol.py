@@ -1,0 +1,64 @@
+"""Record the real-vLLM runs of the breach-prediction protocol (benchmarks/predictor_runs_vllm.json).
+
+One at a time (one engine needs most of the 2 cores): e2e/scenario.py aggregated --no-sidecar at
+1 s scrapes, with the manifest's engine arguments, phases and seed, into e2e/out/protocol-vllm/NAME;
+a run whose folder already holds ground truth is skipped. Needs e2e/.venv-engine and e2e/out/model
+(`make e2e` makes both, or e2e/install_engine.sh and e2e/make_model.py).
+Usage: python e2e/record_vllm_protocol.py [NAME ...] [--port-offset 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MANIFEST = HERE.parent / "benchmarks" / "predictor_runs_vllm.json"
+OUT = HERE / "out" / "protocol-vllm"
+
+
+def command(run: dict[str, object], port_offset: int) -> list[str]:
+    return [
+        sys.executable,
+        str(HERE / "scenario.py"),
+        "aggregated",
+        "--no-sidecar",
+        "--interval",
+        "1.0",
+        "--out",
+        str(OUT / str(run["name"])),
+        "--seed",
+        str(run["seed"]),
+        "--port-offset",
+        str(port_offset),
+        *[str(a) for a in run["args"]],  # type: ignore[attr-defined]
+        "--phases",
+        *[str(p) for p in run["phases"]],  # type: ignore[attr-defined]
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("names", nargs="*")
+    ap.add_argument("--port-offset", type=int, default=500, help="added to the engine's port 8011")
+    args = ap.parse_args(argv)
+    failed = 0
+    for run in json.loads(MANIFEST.read_text())["runs"]:
+        if args.names and run["name"] not in args.names:
+            continue
+        if (OUT / run["name"] / "ground_truth.jsonl").exists():
+            print(f"[record] {run['name']}: recorded already", flush=True)
+            continue
+        OUT.mkdir(parents=True, exist_ok=True)
+        with (OUT / f"{run['name']}.log").open("wb") as log:
+            rc = subprocess.call(command(run, args.port_offset), stdout=log, stderr=subprocess.STDOUT)
+        print(f"[record] {run['name']}: exit {rc}", flush=True)
+        failed += rc != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
