@@ -524,6 +524,7 @@ class PendingPrediction:
     stratum: str = "busy"  # load stratum at the prediction (BinnedRecalibration)
     structural: float | None = None  # the structural probability P(W + X > SLO) (EvidenceShrink)
     learned: float | None = None  # the recalibrated regression, before the shrink
+    blended: float | None = None  # after the shrink, before the final recalibration (IsotonicRecalibration)
 
 
 # ----------------------------------------------------------------------------- per-arrival labels
@@ -551,10 +552,14 @@ def within_at(marks: Sequence[ArrivalMark], t: float) -> float | None:
     return marks[-1].tally.within_slo if t == marks[-1].time else None
 
 
-def arrival_breach_outcome(
+def arrival_within_count(
     marks: Sequence[ArrivalMark], start: float, end: float, shift: float, slo: float | None = None
 ) -> tuple[float, float] | None:
-    """(fraction of the requests that ARRIVED in (start, end] which missed the SLO, their number).
+    """(within-SLO first tokens counted for the requests that ARRIVED in (start, end], their number).
+
+    The count is not clamped to the arrivals: a shifted window's edges can count a few first tokens
+    of neighbouring arrivals, and the caller carries that excess to the next interval (clamping it
+    away would bias the labels toward breaches). `arrival_breach_outcome` is the clamped fraction.
 
     A request that arrives at x and gets its first token within the SLO does so at x + tau, tau <= SLO;
     counting within-SLO first tokens in (start + shift, end + shift], shift the typical such tau,
@@ -590,4 +595,107 @@ def arrival_breach_outcome(
     within = hi - lo
     if within < -1e-9:
         return None
+    return max(0.0, within), n
+
+
+def carried_outcome(within: float, arrivals: float, carried: float) -> tuple[float, float]:
+    """(breach fraction of one interval's arrivals, the excess to carry to the next interval).
+
+    `within` is the interval's own count of within-SLO first tokens (`arrival_within_count`),
+    `carried` the excess of the interval before it. First tokens counted beyond the arrivals belong
+    to neighbouring arrivals (the shifted window's edges): carried on, they telescope, so the labels'
+    sum matches the arrivals' true breaches over a run instead of keeping only the noise's upward
+    half, as clamping each interval at 0 breaches alone did."""
+    total = within + max(0.0, carried)
+    return _clamp(1 - total / arrivals, 0.0, 1.0), max(0.0, total - arrivals)
+
+
+def arrival_breach_outcome(
+    marks: Sequence[ArrivalMark], start: float, end: float, shift: float, slo: float | None = None
+) -> tuple[float, float] | None:
+    """(fraction of the requests that arrived in (start, end] which missed the SLO, their number):
+    `arrival_within_count` clamped, for one interval on its own."""
+    counted = arrival_within_count(marks, start, end, shift, slo)
+    if counted is None:
+        return None
+    within, n = counted
     return _clamp(1 - within / n, 0.0, 1.0), n
+
+
+@dataclass
+class IsotonicRecalibration:
+    """Online recalibration of the published probability, per load stratum: histogram binning shrunk
+    toward the input by evidence, made monotone by isotonic regression.
+
+    Per stratum and per bin b of the input p (the 10 equal-width bins the ECE is scored on), with the
+    labelled arrivals whose input fell in b (counts halving every `half_life_seconds`): N_b arrivals,
+    B_b breaches, m_b their mean input. The bin's posterior mean breach rate under a Beta prior of
+    `prior_requests` pseudo-arrivals centred on the input is
+
+        r_b = (k m_b + B_b) / (k + N_b)
+
+    Pool-adjacent-violators (weights k + N_b) makes the r_b non-decreasing in b; the published value
+    is the linear interpolation of the points (m_b, r_b) between the anchors (0, 0) and (1, 1).
+    No evidence: the identity (p is published as it is). Few labels: close to it. The map is
+    non-decreasing in p, so within a stratum it never reorders predictions.
+    """
+
+    bins: int = 10
+    prior_requests: float = 5.0
+    half_life_seconds: float = 600.0
+    cells: dict[tuple[str, int], list[float]] = field(default_factory=dict)  # -> [breaches, arrivals, sum p*n, t]
+
+    def _bin(self, p: float) -> int:
+        return min(self.bins - 1, max(0, int(p * self.bins)))
+
+    def _decayed(self, cell: list[float], now: float) -> tuple[float, float, float]:
+        keep = 0.5 ** (max(0.0, now - cell[3]) / self.half_life_seconds) if self.half_life_seconds > 0 else 1.0
+        return cell[0] * keep, cell[1] * keep, cell[2] * keep
+
+    def points(self, stratum: str, now: float) -> list[tuple[float, float]]:
+        """The monotone (input, output) points of a stratum, anchors included."""
+        k = self.prior_requests
+        rows: list[list[float]] = []  # [mean input, rate, weight]
+        for b in range(self.bins):
+            cell = self.cells.get((stratum, b))
+            if cell is None:
+                continue
+            breaches, n, sum_p = self._decayed(cell, now)
+            if n <= 1e-9:
+                continue
+            m = sum_p / n
+            rows.append([m, (k * m + breaches) / (k + n), k + n])
+        blocks: list[list[float]] = []  # pool adjacent violators: [sum w*m, sum w*r, sum w]
+        for m, r, w in rows:
+            blocks.append([w * m, w * r, w])
+            while len(blocks) > 1 and blocks[-2][1] / blocks[-2][2] > blocks[-1][1] / blocks[-1][2]:
+                last = blocks.pop()
+                blocks[-1] = [blocks[-1][0] + last[0], blocks[-1][1] + last[1], blocks[-1][2] + last[2]]
+        pts = [(0.0, 0.0), *((sm / w, sr / w) for sm, sr, w in blocks), (1.0, 1.0)]
+        out: list[tuple[float, float]] = []
+        for x, y in pts:  # the anchors may violate order against a pooled block: keep it monotone
+            if out and y < out[-1][1]:
+                y = out[-1][1]
+            if out and x <= out[-1][0]:
+                out[-1] = (out[-1][0], max(out[-1][1], y))
+                continue
+            out.append((x, y))
+        return out
+
+    def apply(self, stratum: str, p: float, now: float) -> float:
+        if not any(key[0] == stratum for key in self.cells):
+            return p
+        pts = self.points(stratum, now)
+        x = _clamp(p, 0.0, 1.0)
+        for (x0, y0), (x1, y1) in itertools.pairwise(pts):
+            if x0 <= x <= x1:
+                return _clamp(y0 + (y1 - y0) * (x - x0) / (x1 - x0), 0.0, 1.0) if x1 > x0 else y1
+        return x
+
+    def update(self, stratum: str, p: float, outcome: float, arrivals: float, now: float) -> None:
+        if arrivals <= 0 or not 0.0 <= outcome <= 1.0 or not 0.0 <= p <= 1.0:
+            return
+        key = (stratum, self._bin(p))
+        cell = self.cells.get(key)
+        breaches, n, sum_p = self._decayed(cell, now) if cell is not None else (0.0, 0.0, 0.0)
+        self.cells[key] = [breaches + outcome * arrivals, n + arrivals, sum_p + p * arrivals, now]
