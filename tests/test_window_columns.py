@@ -43,7 +43,9 @@ def _rows(snap: EngineSnapshot, name: str, group: Group) -> list[tuple[Labels, f
     ]
 
 
-def walk_gauge_series(window: TargetWindow, name: str, group: Group, horizon: float | None) -> list[tuple[float, float]]:
+def walk_gauge_series(
+    window: TargetWindow, name: str, group: Group, horizon: float | None
+) -> list[tuple[float, float]]:
     out = []
     for snap in _points(window, horizon):
         values = [v for _, v in _rows(snap, name, group)]
