@@ -438,16 +438,31 @@ class RollingCalibration:
     capacity: int = 600
     min_weight: float = 50.0
     rows: deque[tuple[float, float, float]] = field(default_factory=deque)
+    # The last report and the `_added` it was computed at: the sidecar asks every tick (4 a second
+    # at `--interval 0.25`) and the rows change only when a prediction is labelled.
+    _added: int = field(default=0, init=False, repr=False, compare=False)
+    _report: tuple[int, int, CalibrationReport | None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def add(self, probability: float, outcome: float, weight: float) -> None:
         if weight <= 0:
             return
+        self._added += 1
         self.rows.append((probability, outcome, weight))
         while len(self.rows) > self.capacity:
             self.rows.popleft()
 
     def report(self) -> CalibrationReport | None:
         """None until `min_weight` requests were labelled: an unproven model has no calibration."""
+        held = self._report
+        if held is not None and held[0] == self._added and held[1] == len(self.rows):
+            return held[2]
+        found = self._compute()
+        self._report = (self._added, len(self.rows), found)
+        return found
+
+    def _compute(self) -> CalibrationReport | None:
         if not self.rows:
             return None
         ps, ys, ws = zip(*self.rows, strict=True)
