@@ -236,6 +236,7 @@ class TargetWindow:
         self._relabelled_for: Group | None = None
         self._gauges: dict[tuple[str, Group], _GaugeColumn] = {}
         self._counters: dict[tuple[str, Group], _CounterColumn] = {}
+        self._deltas: dict[tuple[str, Group, int], HistogramDelta | None] = {}  # until the next `add`
         self.folded_groups = 0
         """How many groups the latest snapshot folded into `__other__` (0: not capped)."""
         self.seen_groups = 0
@@ -252,6 +253,7 @@ class TargetWindow:
             self._series_sets.clear()
             self._gauges.clear()
             self._counters.clear()
+        self._deltas.clear()
         self._seq += 1
         point = replace(self._index(snapshot), seq=self._seq)
         self._track_breaks(point)
@@ -607,11 +609,21 @@ class TargetWindow:
     # ------------------------------------------------------------------ histograms
 
     def histogram_delta(self, name: str, group: Group, horizon: float | None = None) -> HistogramDelta | None:
-        """Observations added during the window, merged over matching series (same bucket layout)."""
-        points = self._within(horizon)
-        fast = self._delta_from_ends(name, group, points)
-        if fast is not None:
-            return fast
+        """Observations added during the window, merged over matching series (same bucket layout).
+
+        Kept until the next snapshot is added: the analyzers of one tick ask for the same deltas
+        (the result is frozen, so they can share it)."""
+        first = self._first_within(horizon)
+        key = (name, group, first)
+        if key in self._deltas:
+            return self._deltas[key]
+        found = self._delta_from_ends(name, group, first)
+        if found is None:
+            found = self._walk_delta(name, group, list(itertools.islice(self._points, first, None)))
+        self._deltas[key] = found
+        return found
+
+    def _walk_delta(self, name: str, group: Group, points: list[_Point]) -> HistogramDelta | None:
         per_series: dict[Labels, list[Histogram]] = {}
         times: dict[Labels, list[float]] = {}
         first_seq: dict[Labels, int] = {}
@@ -653,13 +665,13 @@ class TargetWindow:
         buckets = _merge_cumulative(steps)
         return HistogramDelta(buckets=buckets, sum=total_sum, count=total_count, seconds=seconds)
 
-    def _delta_from_ends(self, name: str, group: Group, points: list[_Point]) -> HistogramDelta | None:
+    def _delta_from_ends(self, name: str, group: Group, first_index: int) -> HistogramDelta | None:
         """The common case in one subtraction per series, without reading the points between the
         ends: every point of the window had the same series and none of them reset. None: not so
         (or nothing to report); the caller walks the points."""
-        if len(points) < 2:
+        if len(self._points) - first_index < 2:
             return None
-        first, last = points[0], points[-1]
+        first, last = self._points[first_index], self._points[-1]
         held = self._series_sets.get((group, name))
         if held is None or held[1] > first.seq or last.seq != self._seq:
             return None

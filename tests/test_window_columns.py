@@ -219,3 +219,26 @@ def test_a_group_that_leaves_and_comes_back_is_read_again() -> None:
         got = window.increase(c.REQUEST_SUCCESS, ("b", "0"))
         assert got == walk_increase(window, c.REQUEST_SUCCESS, ("b", "0"), None, None)
     assert window.increase(c.REQUEST_SUCCESS, ("b", "0")) == 38.0 - 0.0
+
+
+def test_histogram_deltas_kept_for_a_tick_follow_every_added_snapshot(aggregated_dir: Path) -> None:
+    """A delta asked twice between two adds is one answer; after an add it is the new window's,
+    equal to what a window that never answered before gives for the same snapshots."""
+    snaps = load(sorted(aggregated_dir.glob("*.prom")))[:120]
+    window = TargetWindow(10.0)
+    changed = 0
+    previous = None
+    for index, snap in enumerate(snaps):
+        window.add(snap)
+        if index % 7:
+            continue
+        fresh = TargetWindow(10.0)
+        for s in snaps[: index + 1]:
+            fresh.add(s)
+        for horizon in (None, 5.0):
+            got = window.histogram_delta(c.TTFT_SECONDS, ("tiny", "0"), horizon)
+            assert got is window.histogram_delta(c.TTFT_SECONDS, ("tiny", "0"), horizon)
+            assert got == fresh.histogram_delta(c.TTFT_SECONDS, ("tiny", "0"), horizon)
+        changed += got != previous
+        previous = got
+    assert changed > 5
