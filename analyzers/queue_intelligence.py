@@ -265,7 +265,8 @@ class QueueIntelligence:
             if not marks or marks[0].time > pending.time:
                 gstate.pending.popleft()  # its marks are gone (memory, reset, no counter): no label
                 continue
-            end = next((m.time for m in marks if m.time > pending.time), None)
+            after = br.first_mark_after(marks, pending.time)
+            end = after.time if after is not None else None
             if end is None or marks[-1].time < end + max(pending.shift, slo):
                 break  # the arrivals after it are not all known to have had their chance yet
             gstate.pending.popleft()
@@ -323,9 +324,7 @@ class QueueIntelligence:
             )
         return [Signal("phaselens_slo_breach_probability", make_labels(labels), probability)]
 
-    def _recent_arrival_rate(
-        self, gstate: _GroupState | None, group: Group, obs: qm.QueueObservation
-    ) -> float | None:
+    def _recent_arrival_rate(self, gstate: _GroupState | None, group: Group, obs: qm.QueueObservation) -> float | None:
         """Arrivals/s now: the frontend's count where one is scraped (before any queue), else the
         engine's last step by conservation, else the window's mean."""
         upstream = self._upstream.get(group[0])
