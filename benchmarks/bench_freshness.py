@@ -40,6 +40,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import shlex
 import signal
@@ -192,7 +193,12 @@ def split_lag(
     if previous is not None and wait > 0:
         inflight = min(wait, max(0.0, previous[1] - engine_t))
     engine = received - started
+    # not parts: the previous scrape's start and answer, relative to the change (for steps.json)
+    context = (
+        {"previous_started": previous[0] - engine_t, "previous_received": previous[1] - engine_t} if previous else {}
+    )
     return {
+        **context,
         "engine": engine,
         "wait": wait,
         "inflight": inflight,
@@ -209,6 +215,14 @@ async def burst(
 ) -> None:
     phase = loadgen.Phase("burst", seconds, clients, (150, 250), output_tokens)
     await loadgen.run_phases(url, [phase], out / "ground_truth.jsonl", seed=seed, token_ids=token_ids)
+
+
+def run_burst(
+    url: str, seconds: float, clients: int, output_tokens: tuple[int, int], seed: int, out: Path, token_ids: bool
+) -> None:
+    """`burst` in a child process (spawned: the parent runs the poller threads)."""
+    sys.path.insert(0, str(ROOT / "e2e"))
+    asyncio.run(burst(url, seconds, clients, output_tokens, seed, out, token_ids))
 
 
 @dataclass
@@ -388,7 +402,8 @@ def main() -> int:
             procs.wait_http(f"http://127.0.0.1:{ports[name]}/metrics", 60, started)
 
         # the 20 Hz pollers stamp the crossings: they must not wait behind the engine for a core
-        niceness = procs.raise_own_priority()
+        niceness = procs.raise_own_priority()  # the load client's process inherits it
+        spawn = multiprocessing.get_context("spawn")
         print(f"pollers and load client at niceness {niceness}")
         state = Crossings()
         stop = threading.Event()
@@ -408,7 +423,14 @@ def main() -> int:
         for step in range(args.steps):
             time.sleep(args.idle_seconds)
             state.step, state.armed = step, True
-            asyncio.run(burst(engine.base, args.burst_seconds, args.clients, tokens, step, out, engine.token_ids))
+            # The load client in its own process: in this one it held the GIL against the pollers,
+            # which then stamped both the engine's change and the sidecar's answer late.
+            client = spawn.Process(
+                target=run_burst,
+                args=(engine.base, args.burst_seconds, args.clients, tokens, step, out, engine.token_ids),
+            )
+            client.start()
+            client.join()
             state.armed = False
             for n, p in zip(sidecars, started, strict=True):
                 side_rss[n] = max(side_rss[n], proc_rss_bytes(p.popen.pid))
