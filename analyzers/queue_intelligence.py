@@ -324,7 +324,9 @@ class QueueIntelligence:
             )
         return [Signal("phaselens_slo_breach_probability", make_labels(labels), probability)]
 
-    def _recent_arrival_rate(self, gstate: _GroupState | None, group: Group, obs: qm.QueueObservation) -> float | None:
+    def _recent_arrival_rate(
+        self, gstate: _GroupState | None, group: Group, obs: qm.QueueObservation
+    ) -> float | None:
         """Arrivals/s now: the frontend's count where one is scraped (before any queue), else the
         engine's last step by conservation, else the window's mean."""
         upstream = self._upstream.get(group[0])
