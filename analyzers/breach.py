@@ -22,6 +22,7 @@ until enough labels prove it calibrated.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections import deque
@@ -438,16 +439,31 @@ class RollingCalibration:
     capacity: int = 600
     min_weight: float = 50.0
     rows: deque[tuple[float, float, float]] = field(default_factory=deque)
+    # The last report and the `_added` it was computed at: the sidecar asks every tick (4 a second
+    # at `--interval 0.25`) and the rows change only when a prediction is labelled.
+    _added: int = field(default=0, init=False, repr=False, compare=False)
+    _report: tuple[int, int, CalibrationReport | None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def add(self, probability: float, outcome: float, weight: float) -> None:
         if weight <= 0:
             return
+        self._added += 1
         self.rows.append((probability, outcome, weight))
         while len(self.rows) > self.capacity:
             self.rows.popleft()
 
     def report(self) -> CalibrationReport | None:
         """None until `min_weight` requests were labelled: an unproven model has no calibration."""
+        held = self._report
+        if held is not None and held[0] == self._added and held[1] == len(self.rows):
+            return held[2]
+        found = self._compute()
+        self._report = (self._added, len(self.rows), found)
+        return found
+
+    def _compute(self) -> CalibrationReport | None:
         if not self.rows:
             return None
         ps, ys, ws = zip(*self.rows, strict=True)
@@ -539,17 +555,38 @@ class ArrivalMark:
     tally: TtftTally
 
 
+def _mark_time(mark: ArrivalMark) -> float:
+    return mark.time
+
+
 def within_at(marks: Sequence[ArrivalMark], t: float) -> float | None:
-    """Cumulative within-SLO first tokens at time t, linear between the marks around it."""
+    """Cumulative within-SLO first tokens at time t, linear between the marks around it.
+
+    `marks` in strictly increasing time (as a group's marks are kept), so the pair around t is
+    found by bisection: the sidecar asks this for hundreds of marks on every labelled tick."""
     if not marks or t < marks[0].time or t > marks[-1].time:
         return None
-    for a, b in itertools.pairwise(marks):
-        if a.time <= t <= b.time:
-            if b.time <= a.time:
-                return b.tally.within_slo
-            share = (t - a.time) / (b.time - a.time)
-            return a.tally.within_slo + share * (b.tally.within_slo - a.tally.within_slo)
-    return marks[-1].tally.within_slo if t == marks[-1].time else None
+    if len(marks) == 1:
+        return marks[0].tally.within_slo  # t is its time
+    # the first pair (a, b) with a.time <= t <= b.time: b is the first mark at or after t
+    right = max(1, bisect.bisect_left(marks, t, key=_mark_time))
+    a, b = marks[right - 1], marks[right]
+    if b.time <= a.time:
+        return b.tally.within_slo
+    share = (t - a.time) / (b.time - a.time)
+    return a.tally.within_slo + share * (b.tally.within_slo - a.tally.within_slo)
+
+
+def mark_at(marks: Sequence[ArrivalMark], t: float) -> ArrivalMark | None:
+    """The mark at exactly time t (marks in strictly increasing time)."""
+    index = bisect.bisect_left(marks, t, key=_mark_time)
+    return marks[index] if index < len(marks) and marks[index].time == t else None
+
+
+def first_mark_after(marks: Sequence[ArrivalMark], t: float) -> ArrivalMark | None:
+    """The first mark later than t (marks in strictly increasing time)."""
+    index = bisect.bisect_right(marks, t, key=_mark_time)
+    return marks[index] if index < len(marks) else None
 
 
 def arrival_within_count(
@@ -560,6 +597,7 @@ def arrival_within_count(
     The count is not clamped to the arrivals: a shifted window's edges can count a few first tokens
     of neighbouring arrivals, and the caller carries that excess to the next interval (clamping it
     away would bias the labels toward breaches). `arrival_breach_outcome` is the clamped fraction.
+    `marks` in strictly increasing time.
 
     A request that arrives at x and gets its first token within the SLO does so at x + tau, tau <= SLO;
     counting within-SLO first tokens in (start + shift, end + shift], shift the typical such tau,
@@ -577,17 +615,19 @@ def arrival_within_count(
     after `end + slo`, every in-SLO first token of this interval's arrivals came by that mark, and
     only theirs, so the count runs to it.
     """
-    by_time = {m.time: m for m in marks}
-    if start not in by_time or end not in by_time:
+    at_start, at_end = mark_at(marks, start), mark_at(marks, end)
+    if at_start is None or at_end is None:
         return None
-    n = by_time[end].arrivals - by_time[start].arrivals
+    n = at_end.arrivals - at_start.arrivals
     lo_time, hi_time = start + shift, end + shift
     if slo is not None:
-        earlier = max((m for m in marks if m.time <= start - slo), key=lambda m: m.time, default=None)
-        if earlier is not None and by_time[start].arrivals - earlier.arrivals < 0.5:
+        before = bisect.bisect_right(marks, start - slo, key=_mark_time)  # marks[before - 1]: the last at or before
+        earlier = marks[before - 1] if before else None
+        if earlier is not None and at_start.arrivals - earlier.arrivals < 0.5:
             lo_time = start
-        later = min((m for m in marks if m.time >= end + slo), key=lambda m: m.time, default=None)
-        if later is not None and later.arrivals - by_time[end].arrivals < 0.5:
+        after = bisect.bisect_left(marks, end + slo, key=_mark_time)  # marks[after]: the first at or after
+        later = marks[after] if after < len(marks) else None
+        if later is not None and later.arrivals - at_end.arrivals < 0.5:
             hi_time = max(hi_time, later.time)
     lo, hi = within_at(marks, lo_time), within_at(marks, hi_time)
     if n < 0.5 or lo is None or hi is None:

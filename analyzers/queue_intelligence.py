@@ -271,7 +271,8 @@ class QueueIntelligence:
             if not marks or marks[0].time > pending.time:
                 gstate.pending.popleft()  # its marks are gone (memory, reset, no counter): no label
                 continue
-            end = next((m.time for m in marks if m.time > pending.time), None)
+            after = br.first_mark_after(marks, pending.time)
+            end = after.time if after is not None else None
             if end is None or marks[-1].time < end + max(pending.shift, slo):
                 break  # the arrivals after it are not all known to have had their chance yet
             gstate.pending.popleft()

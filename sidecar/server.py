@@ -3,7 +3,7 @@
 Endpoints: `/metrics` (our own registry, text 0.0.4 or OpenMetrics by Accept), `/healthz`
 (pipeline heartbeat age), `/readyz` (ready after the first good scrape), `/signals` (JSON for
 KEDA's metrics-api scaler; shape in `signals_document`). SIGTERM/SIGINT stop it gracefully
-within `settings.shutdown_timeout_seconds`. Each tick runs in a daemon worker thread, so a long
+within `settings.shutdown_timeout_seconds`. Ticks run in one long-lived daemon worker thread, so a long
 tick never holds up the endpoints or the shutdown; the endpoints read the published TickResult.
 """
 
@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import queue
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web, web_response
@@ -46,25 +47,66 @@ def in_daemon_thread(func: Callable[[], _T]) -> asyncio.Future[_T]:
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[_T] = loop.create_future()
-
-    def settle(result: _T | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(cast(_T, result))
-
-    def run() -> None:
-        try:
-            outcome, error = func(), None
-        except BaseException as exc:  # handed to the awaiting task
-            outcome, error = None, exc
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
-            loop.call_soon_threadsafe(settle, outcome, error)
-
-    threading.Thread(target=run, name="phaselens-worker", daemon=True).start()
+    threading.Thread(target=_run_job, args=(loop, future, func), name="phaselens-worker", daemon=True).start()
     return future
+
+
+def _run_job(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], func: Callable[[], Any]) -> None:
+    """Run `func` in this thread and settle `future` with its outcome on `loop`."""
+    try:
+        outcome, error = func(), None
+    except BaseException as exc:  # handed to the awaiting task
+        outcome, error = None, exc
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
+        loop.call_soon_threadsafe(_settle, future, outcome, error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class TickWorker:
+    """One long-lived daemon thread that runs the ticks, one after another, off the event loop.
+
+    A new thread per tick (`in_daemon_thread`) cost a thread start 4 times a second at
+    `--interval 0.25`, and `Thread.start` blocks the event loop until the new thread is
+    scheduled, which on a busy machine delays the scrapes too (bench_sidecar_cpu.py,
+    py-spy). Daemon for the same reason as `in_daemon_thread`: a tick still running at exit
+    is abandoned, never joined.
+    """
+
+    def __init__(self, name: str = "phaselens-tick") -> None:
+        self._name = name
+        self._jobs: queue.SimpleQueue[_Job | None] | None = None  # the running thread's own queue
+
+    def submit(self, func: Callable[[], _T]) -> asyncio.Future[_T]:
+        """Run `func` in the worker thread (started on first use); the future resolves on the calling loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        if self._jobs is None:
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(target=_serve, args=(self._jobs,), name=self._name, daemon=True).start()
+        self._jobs.put((loop, future, func))
+        return future
+
+    def stop(self) -> None:
+        """The thread ends after the jobs already submitted; it is not waited for."""
+        if self._jobs is not None:
+            self._jobs.put(None)
+            self._jobs = None
+
+
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
+
+
+def _serve(jobs: queue.SimpleQueue[_Job | None]) -> None:
+    while (job := jobs.get()) is not None:
+        _run_job(*job)
 
 
 SIDECAR_KEY: web.AppKey[Sidecar] = web.AppKey("sidecar")
@@ -157,6 +199,8 @@ class Sidecar:
         self._fresh_data = asyncio.Event()
         self._delivered: set[str] = set()  # targets with a result since the last tick started
         self._tick_lock = threading.Lock()
+        self._worker = TickWorker()
+        self._signals_body: tuple[TickResult | None, bytes] | None = None
 
     # ------------------------------------------------------------------ background work
 
@@ -226,7 +270,7 @@ class Sidecar:
             try:
                 # Off the event loop: a tick over a huge scrape must never stall /healthz,
                 # /metrics or SIGTERM. The pipeline publishes by swapping one reference.
-                self._publish(await in_daemon_thread(self._locked_tick))
+                self._publish(await self._worker.submit(self._locked_tick))
             except Exception:  # the pipeline guards its stages; this is the last line of defence
                 log_event(_log, "analyzer_failed", logging.ERROR, stage="tick", exc_info=True)
 
@@ -255,6 +299,7 @@ class Sidecar:
         finally:
             await _cancel_all(self.tasks)
             self.tasks.clear()
+            self._worker.stop()
             await session.close()
             await in_daemon_thread(self._close_pipeline)
 
@@ -304,7 +349,16 @@ class Sidecar:
         return web.json_response({"ready": ready}, status=200 if ready else 503)
 
     async def handle_signals(self, request: web.Request) -> web.Response:
-        return web.json_response(signals_document(self.pipeline.latest), dumps=json.dumps)
+        return web.Response(body=self.signals_body(), content_type="application/json", charset="utf-8")
+
+    def signals_body(self) -> bytes:
+        """The /signals JSON of the published tick, built once per tick: pollers (KEDA, dashboards,
+        bench_freshness.py at 20 Hz) read it far more often than a tick publishes at 0.25 s."""
+        tick = self.pipeline.latest
+        held = self._signals_body
+        if held is None or held[0] is not tick:
+            held = self._signals_body = (tick, json.dumps(signals_document(tick)).encode())
+        return held[1]
 
     def build_app(self, background: bool = True) -> web.Application:
         settings = self.settings

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
 
 import pytest
 from phaselens.analyzers import breach as br
@@ -120,3 +122,68 @@ def test_recalibration_learns_per_stratum_and_decays() -> None:
     assert br.BinnedRecalibration.from_state([["queued", 3, 5.0, 1.0, 0.0], ["nope", 1, 0, 1, 0]]).cells == {}
     assert br.BinnedRecalibration.from_state("garbage").cells == {}
     assert br.load_stratum(0, 1) == "idle" and br.load_stratum(0, 3) == "busy" and br.load_stratum(2, 0) == "queued"
+
+
+# The linear scans these functions were before they bisected (the oracle for the test below).
+def _walk_within_at(marks: list[br.ArrivalMark], t: float) -> float | None:
+    if not marks or t < marks[0].time or t > marks[-1].time:
+        return None
+    for a, b in itertools.pairwise(marks):
+        if a.time <= t <= b.time:
+            if b.time <= a.time:
+                return b.tally.within_slo
+            share = (t - a.time) / (b.time - a.time)
+            return a.tally.within_slo + share * (b.tally.within_slo - a.tally.within_slo)
+    return marks[-1].tally.within_slo if t == marks[-1].time else None
+
+
+def _walk_outcome(
+    marks: list[br.ArrivalMark], start: float, end: float, shift: float, slo: float | None
+) -> tuple[float, float] | None:
+    by_time = {m.time: m for m in marks}
+    if start not in by_time or end not in by_time:
+        return None
+    n = by_time[end].arrivals - by_time[start].arrivals
+    lo_time, hi_time = start + shift, end + shift
+    if slo is not None:
+        earlier = max((m for m in marks if m.time <= start - slo), key=lambda m: m.time, default=None)
+        if earlier is not None and by_time[start].arrivals - earlier.arrivals < 0.5:
+            lo_time = start
+        later = min((m for m in marks if m.time >= end + slo), key=lambda m: m.time, default=None)
+        if later is not None and later.arrivals - by_time[end].arrivals < 0.5:
+            hi_time = max(hi_time, later.time)
+    lo, hi = _walk_within_at(marks, lo_time), _walk_within_at(marks, hi_time)
+    if n < 0.5 or lo is None or hi is None:
+        return None
+    within = hi - lo
+    if within < -1e-9:
+        return None
+    return min(1.0, max(0.0, 1 - within / n)), n
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_bisected_marks_answer_as_the_linear_scans_did(seed: int) -> None:
+    """Marks as a group keeps them (strictly increasing times, bursts and quiet stretches); every
+    interpolation point and every (start, end) label is the same, to the bit, as the scans gave."""
+    rng = random.Random(seed)
+    marks, t, arrivals, within = [], 100.0, 0.0, 0.0
+    for _ in range(rng.randint(1, 300)):
+        t += rng.choice([0.25, 0.25, 0.5, 1.7])
+        arrivals += rng.choice([0, 0, 0, 1, 3, 8])
+        within += rng.choice([0, 0, 1, 2, 5])
+        marks.append(_mark(t, arrivals, within))
+    times = [m.time for m in marks]
+    probes = times + [x + d for x in times for d in (-0.3, -0.1, 0.07, 0.25)] + [times[0] - 1, times[-1] + 1]
+    for x in probes:
+        assert br.within_at(marks, x) == _walk_within_at(marks, x)
+        after = br.first_mark_after(marks, x)
+        assert (after.time if after else None) == next((m.time for m in marks if m.time > x), None)
+    labelled = 0
+    for _ in range(300):
+        start = rng.choice(times)
+        end = rng.choice([m for m in times if m >= start])
+        shift, slo = rng.choice([0.0, 0.3, 1.0]), rng.choice([None, 0.5, 2.0])
+        got = br.arrival_breach_outcome(marks, start, end, shift, slo)
+        assert got == _walk_outcome(marks, start, end, shift, slo)
+        labelled += got is not None
+    assert labelled > 0 or len(marks) < 5

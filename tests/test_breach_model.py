@@ -163,6 +163,22 @@ def test_rolling_calibration_needs_enough_requests_and_is_bounded() -> None:
     assert br.RollingCalibration.from_state([[2.0, 0.0, 1.0], "x"]).rows == type(cal.rows)()
 
 
+def test_rolling_calibration_report_follows_every_add_once_full() -> None:
+    """The report is kept between ticks; each label added (also one that pushes the oldest out of a
+    full window, leaving the row count unchanged) gives the report of the rows as they are now."""
+    cal = br.RollingCalibration(capacity=4, min_weight=1)
+    seen = []
+    for p, y in [(0.9, 1.0), (0.1, 0.0), (0.8, 0.0), (0.3, 1.0), (0.7, 1.0), (0.2, 1.0), (0.6, 0.0)]:
+        cal.add(p, y, 2.0)
+        fresh = br.RollingCalibration(capacity=4, min_weight=1)
+        for row in cal.rows:
+            fresh.add(*row)
+        assert cal.report() == fresh.report()
+        assert cal.report() is cal.report()  # asked again without a new label: the same report
+        seen.append(cal.report())
+    assert len({r.ece for r in seen if r is not None}) > 3
+
+
 def test_real_capture_breach_probability_tracks_the_burst(tmp_path: Path, fixtures_dir: Path) -> None:
     with tarfile.open(fixtures_dir / "vllm-0.32.0-cpu-aggregated" / "scrapes.tar.gz") as archive:
         archive.extractall(tmp_path, filter="data")
