@@ -271,6 +271,23 @@ def test_gpu_aware_scaling_behaviour() -> None:
         ], name
 
 
+def test_every_scaler_keeps_a_warm_pod() -> None:
+    # A load jump during a cold start must be absorbed by running pods: one warm pod over the
+    # steady one (docs/autoscaling.md, docs/fleet.md). The overlays patch the base HPA, so they
+    # inherit its minReplicas.
+    floors = {}
+    for name, doc in MANIFESTS:
+        if doc["kind"] == "HorizontalPodAutoscaler":
+            floors[name] = doc["spec"]["minReplicas"]
+        elif doc["kind"] == "ScaledObject":
+            floors[name] = doc["spec"]["minReplicaCount"]
+    assert len(floors) >= 4
+    assert all(v == 2 for v in floors.values()), floors
+    for h in render_python(K8S / "overlays" / "disaggregated"):
+        if h["kind"] == "HorizontalPodAutoscaler":
+            assert h["spec"]["minReplicas"] == 2, h["metadata"]["name"]
+
+
 def test_never_scale_on_gpu_utilization() -> None:
     sources = [*(DEPLOY / "keda").glob("*.yaml"), DEPLOY / "prometheus-adapter" / "values.yaml"]
     texts = [p.read_text() for p in sources]

@@ -44,7 +44,7 @@ def test_average_value_proposal_and_tolerance() -> None:
 
 def test_shipped_aggregated_hpa_is_parsed_from_the_manifest() -> None:
     s = hpa.load_hpa(REPO / "deploy" / "kubernetes" / "base" / "hpa.yaml")
-    assert (s.min_replicas, s.max_replicas) == (1, 8)
+    assert (s.min_replicas, s.max_replicas) == (2, 8)
     assert {m.name: m.average for m in s.metrics} == {
         "phaselens_pool_prefill_backlog_seconds": pytest.approx(1.5),
         "phaselens_pool_decode_kv_utilization_ratio": pytest.approx(0.8),

@@ -31,8 +31,11 @@ def serve(port: int, pods: PodList, namespace: str) -> ThreadingHTTPServer:
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # Prometheus gave up on a slow scrape (loaded machine): it scrapes again
 
         def log_message(self, *_args: object) -> None:
             pass

@@ -13,7 +13,9 @@ sidecar and Prometheus logs. See docs/fleet.md for the set-up, the time scale an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import shutil
 import signal
 import sys
@@ -73,16 +75,45 @@ def config(port_base: int) -> fleet_mod.FleetConfig:
     )
 
 
-def run_one(trace: traces.Trace, policy_name: str, out: Path, port_base: int, seed: int) -> dict[str, Any]:
+def sync_once(
+    policy: policies.Policy, fl: fleet_mod.Fleet, state: hpa.HpaState, now: float,
+    decisions: list[tuple[int, int]], log: Any, loadavg: float,
+) -> None:
+    """One HPA sync: read the metrics, decide, scale, log one line."""
+    current = len(fl.active())
+    try:
+        totals = policy.totals(fl.prom_url, current, fl.ready_count())
+    except (OSError, RuntimeError, ValueError) as exc:
+        totals = {}
+        log.write(json.dumps({"t": now, "event": "query_error", "error": str(exc)[:200]}) + "\n")
+    proposal = hpa.proposal_from_totals(policy.spec, totals, current)
+    d = hpa.decide(policy.spec, state, now, current, current if proposal is None else proposal)
+    decisions.append((current, d.desired))
+    if d.desired != current:
+        fl.scale_to(d.desired)
+    log.write(json.dumps({
+        "t": now, "current": current, "ready": fl.ready_count(), "totals": totals,
+        "proposal": d.proposal, "stabilized": d.stabilized, "desired": d.desired, "loadavg": round(loadavg, 2),
+    }) + "\n")  # fmt: skip
+    log.flush()
+
+
+def run_one(
+    trace: traces.Trace, policy_name: str, out: Path, port_base: int, seed: int, min_replicas: int | None = None,
+) -> dict[str, Any]:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     policy = policies.load(policy_name, K, static_replicas=trace.peak_replicas)
+    if min_replicas is not None and policy.static_replicas is None:
+        # Ablation only: the same rule with another floor (e.g. a baseline given phaselens's warm pod).
+        policy = dataclasses.replace(policy, spec=dataclasses.replace(policy.spec, min_replicas=min_replicas))
     initial = policy.static_replicas or policy.spec.min_replicas
     cfg = config(port_base)
     fl = fleet_mod.Fleet(out, cfg)
     state = hpa.HpaState()
     decisions: list[tuple[int, int]] = []
+    host_load: list[float] = []  # the host's 1-min load average per sync period
     client: procs.Proc | None = None
     t_begin = time.time()
     try:
@@ -100,24 +131,13 @@ def run_one(trace: traces.Trace, policy_name: str, out: Path, port_base: int, se
             while client.alive:
                 fl.poll_ready()
                 now = time.time()
-                if now >= next_sync and policy.static_replicas is None:
+                if now >= next_sync:
                     next_sync += sync
-                    current = len(fl.active())
-                    try:
-                        totals = policy.totals(fl.prom_url, current, fl.ready_count())
-                    except (OSError, RuntimeError, ValueError) as exc:
-                        totals = {}
-                        log.write(json.dumps({"t": now, "event": "query_error", "error": str(exc)[:200]}) + "\n")
-                    proposal = hpa.proposal_from_totals(policy.spec, totals, current)
-                    d = hpa.decide(policy.spec, state, now, current, current if proposal is None else proposal)
-                    decisions.append((current, d.desired))
-                    if d.desired != current:
-                        fl.scale_to(d.desired)
-                    log.write(json.dumps({
-                        "t": now, "current": current, "ready": fl.ready_count(), "totals": totals,
-                        "proposal": d.proposal, "stabilized": d.stabilized, "desired": d.desired,
-                    }) + "\n")  # fmt: skip
-                    log.flush()
+                    # the host's 1-min load average: mocker ITL is real time, so a busy shared
+                    # host shows up as ITL misses that no policy caused
+                    host_load.append(os.getloadavg()[0])
+                    if policy.static_replicas is None:
+                        sync_once(policy, fl, state, now, decisions, log, host_load[-1])
                 time.sleep(0.1)
         if client.popen.returncode != 0:
             raise RuntimeError(f"load client failed:\n{client.log_tail()}")
@@ -138,9 +158,14 @@ def run_one(trace: traces.Trace, policy_name: str, out: Path, port_base: int, se
         "trace": trace.name,
         "policy": policy_name,
         "policy_source": policy.source,
+        "min_replicas": policy.spec.min_replicas,
+        "min_replicas_override": min_replicas if policy.static_replicas is None else None,
         "seed": seed,
         "k": K,
         "wall_s": round(time.time() - t_begin, 1),
+        # Mocker ITL is real time: on a busy shared host every policy's ITL suffers (docs/fleet.md).
+        "host_loadavg_mean": round(sum(host_load) / len(host_load), 2) if host_load else None,
+        "host_loadavg_max": round(max(host_load), 2) if host_load else None,
         **sc.as_dict(),
     }
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -156,16 +181,23 @@ def run_one(trace: traces.Trace, policy_name: str, out: Path, port_base: int, se
 def fmt_row(r: dict[str, Any]) -> str:
     react = ", ".join("-" if x is None else f"{x:.0f}" for x in r["reaction_s"]) or "n/a"
     meets = "yes" if r["meets_slo"] else "no"
+    warmup = traces.TRACES[r["trace"]].warmup_s
+    # TTFT alone: queueing, which the autoscaler controls; ITL also moves with the host's load
+    ttft = min((w["ttft"] for w in r["windows"] if w["start_sim_s"] >= warmup and w["requests"]), default=1.0)
+    load = r.get("host_loadavg_mean")
+    host = "n/a" if load is None else f"{load:.0f} / {r['host_loadavg_max']:.0f}"
+    name = r["policy"] + (f" (min {r['min_replicas_override']})" if r.get("min_replicas_override") else "")
     return (
-        f"| {r['trace']} | {r['policy']} | {meets} | {float(r['min_joint_after_warmup']):.3f} "
+        f"| {r['trace']} | {name} | {meets} | {float(r['min_joint_after_warmup']):.3f} | {ttft:.3f} "
         f"| {float(r['replica_seconds']):.0f} | {react} | {r['direction_changes']} | {r['max_replicas']} "
-        f"| {r['failed']}/{r['requests']} |"
+        f"| {r['failed']}/{r['requests']} | {host} |"
     )
 
 
 TABLE_HEAD = (
-    "| trace | policy | meets SLO | worst window (joint) | replica-seconds | reaction (s) | direction changes "
-    "| max replicas | failed/requests |\n|---|---|---|---|---|---|---|---|---|"
+    "| trace | policy | meets SLO | worst window (joint) | worst TTFT window | replica-seconds | reaction (s) "
+    "| direction changes | max replicas | failed/requests | host load (mean / max) |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -185,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=HERE / "out", help="output folder (made absolute)")
     ap.add_argument("--port-base", type=int, default=PORT_BASE)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--min-replicas", type=int, metavar="N",
+                    help="ablation: override every autoscaled policy's minReplicas (result.json records it)")
     ap.add_argument("--table", type=Path, metavar="OUT", help="print the table of the runs under OUT and exit")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 unless every run served every request and every autoscaler scaled up after "
@@ -206,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     for t in trace_names:
         for p in policy_names:
             print(f"[fleet] {t} / {p} ...", flush=True)
-            r = run_one(traces.TRACES[t], p, args.out / t / p, args.port_base, args.seed)
+            r = run_one(traces.TRACES[t], p, args.out / t / p, args.port_base, args.seed, args.min_replicas)
             print(fmt_row(r), f"wall {r['wall_s']} s", flush=True)
             problems += check(r)
     print(table(args.out))
