@@ -1,15 +1,17 @@
 """Scraping engine `/metrics` endpoints over HTTP (the only network I/O on the input side).
 
 Each target is scraped by its own task (`ScrapeLoop`), so a slow or dead target never stalls
-another. One shared `aiohttp.ClientSession`; per-scrape timeout; gzip; the body is capped so a
-runaway endpoint cannot exhaust memory; failures back off exponentially. Scrapes start on a fixed
-cadence (one interval after the previous one started). The loop hands each result to a callback
-(the pipeline's inbox) and never parses: parsing is the pipeline's stage.
+another. One shared `aiohttp.ClientSession`; per-scrape timeout; gzip from remote targets
+(identity on loopback); the body is capped so a runaway endpoint cannot exhaust memory; failures
+back off exponentially. Scrapes start on a fixed cadence (one interval after the previous one
+started). The loop hands each result to a callback (the pipeline's inbox) and never parses:
+parsing is the pipeline's stage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
 import random
@@ -29,6 +31,19 @@ ACCEPT = "text/plain;version=0.0.4;q=1.0,application/openmetrics-text;version=1.
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 USER_AGENT = "phaselens"
 _log = get_logger("scraper")
+
+
+def accept_encoding(url: str) -> str:
+    """gzip for a remote target; identity on loopback, where compression saves no bandwidth and
+    costs the engine's event loop (vLLM gzips its /metrics at level 9: 0.77 ms per 59 KB scrape,
+    measured beside the freshness benchmark) and the sidecar a decompression."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return "identity"
+    try:
+        return "identity" if ipaddress.ip_address(host).is_loopback else "gzip"
+    except ValueError:
+        return "gzip"
 
 
 class ScrapeError(Exception):
@@ -60,7 +75,7 @@ async def fetch_metrics(
 ) -> tuple[bytes, str | None]:
     """GET one metrics endpoint: the (decompressed) body and its Content-Type, or ScrapeError."""
     timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-    headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": USER_AGENT}
+    headers = {"Accept": ACCEPT, "Accept-Encoding": accept_encoding(url), "User-Agent": USER_AGENT}
     if authorization is not None:
         headers["Authorization"] = authorization
     try:
