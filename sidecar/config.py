@@ -225,6 +225,14 @@ OPTIONS: tuple[Option, ...] = (
         "Dynamo mocker --num-host-blocks): a pinned KV utilization is then not read as pressure",
         boolean=True,
     ),
+    Option(
+        "--max-num-seqs",
+        "max_num_seqs",
+        _int,
+        "the engines' batch cap (max_num_seqs) where their metrics do not export it (the Dynamo "
+        "mocker worker): phaselens_decode_saturation_ratio counts running / this",
+        "N",
+    ),
     Option("--shutdown-timeout", "shutdown_timeout_seconds", _float, "graceful shutdown limit in seconds", "S"),
     Option(
         "--max-models-per-target",
