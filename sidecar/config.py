@@ -422,6 +422,8 @@ def validate(settings: Settings) -> None:
     for flag, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{flag} must be positive (got {value:g})")
+    if settings.max_num_seqs is not None and settings.max_num_seqs < 1:
+        raise ConfigError(f"--max-num-seqs must be at least 1 (got {settings.max_num_seqs})")
     if settings.max_models_per_target < 1:
         raise ConfigError(f"--max-models-per-target must be at least 1 (got {settings.max_models_per_target})")
     if not 0 <= settings.jitter_ratio < 1:

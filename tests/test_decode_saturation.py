@@ -87,3 +87,14 @@ def test_combine_terms() -> None:
     assert no_kv is not None and (no_kv.value, no_kv.basis) == (0.25, "seats")
     over = combine(0.1, 20, 16)  # a cap lower than the running count (a stale plateau) reads full, not > 1
     assert over is not None and over.value == 1.0
+
+
+def test_max_num_seqs_is_a_setting_and_must_be_positive() -> None:
+    from phaselens.config import load_settings
+    from phaselens.settings import ConfigError
+
+    assert Settings().max_num_seqs is None
+    assert load_settings({"max_num_seqs": "16"}).max_num_seqs == 16
+    assert load_settings({}, {"PHASELENS_MAX_NUM_SEQS": "8"}).max_num_seqs == 8
+    with pytest.raises(ConfigError, match="max-num-seqs"):
+        load_settings({"max_num_seqs": "0"})
