@@ -24,6 +24,7 @@ from phaselens.analyzers.phase import (
     prefill_time_share,
 )
 from phaselens.analyzers.recommend import Scope, TargetFindings, recommend_for_target
+from phaselens.analyzers.saturation import DecodeSaturation, decode_saturation
 from phaselens.analyzers.view import WindowView
 from phaselens.analyzers.window import Group, TargetWindow
 from phaselens.exporters.specs import percentile_label
@@ -65,6 +66,7 @@ class GroupMeasurements:
     group: Group
     kv: KvCacheHealth
     pressure: KvPressure | None
+    saturation: DecodeSaturation | None
     latency: Mapping[str, LatencyQuantiles]
     goodput: GoodputSummary
     backlog: PrefillBacklog
@@ -97,6 +99,7 @@ def measure_group(window: WindowView, group: Group, role: str, settings: Setting
         group=group,
         kv=kv,
         pressure=pressure,
+        saturation=decode_saturation(window, group, kv.utilization, settings),
         latency=latency_summary(window, group),
         goodput=goodput,
         backlog=prefill_backlog(window, group, kv.hit_ratio),
@@ -139,6 +142,8 @@ def group_signals(m: GroupMeasurements, base: Mapping[str, str], sink: SignalSin
     sink.add("phaselens_decode_kv_utilization_ratio", base, m.kv.utilization)
     if m.pressure is not None:
         sink.add("phaselens_decode_kv_pressure_ratio", base, m.pressure.value, basis=m.pressure.basis)
+    if m.saturation is not None:
+        sink.add("phaselens_decode_saturation_ratio", base, m.saturation.value, basis=m.saturation.basis)
     if m.times is not None:
         sink.add("phaselens_phase_prefill_time_share_ratio", base,
                  prefill_time_share(m.times.prefill, m.times.decode))

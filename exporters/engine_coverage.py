@@ -41,6 +41,7 @@ SIGNAL_INPUTS: Final[dict[str, Needs | str]] = {
     "phaselens_prefill_backlog_seconds": ((c.REQUESTS_WAITING, c.PROMPT_TOKENS),),
     "phaselens_decode_kv_utilization_ratio": _UTILIZATION,
     "phaselens_decode_kv_pressure_ratio": _UTILIZATION,
+    "phaselens_decode_saturation_ratio": (*_UTILIZATION, (c.REQUESTS_RUNNING, "info:" + c.INFO_MAX_NUM_SEQS)),
     "phaselens_phase_prefill_time_share_ratio": ((c.PREFILL_TIME_SECONDS, c.DECODE_TIME_SECONDS),),
     "phaselens_phase_imbalance_ratio": ((c.PREFILL_TIME_SECONDS, c.DECODE_TIME_SECONDS),),
     "phaselens_phase_bottleneck": ((c.PREFILL_TIME_SECONDS, c.DECODE_TIME_SECONDS),),

@@ -71,6 +71,22 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
                   "with --kv-offload-tier. It is the KV term of the phase imbalance (decode saturation), aggregated "
                   "and pool.",
     },
+    "phaselens_decode_saturation_ratio": {
+        "formula": "max(KV utilization, running / batch cap), clamped to 0..1; basis=\"seats\" when the "
+                   "running / cap term is the larger, else basis=\"kv\". KV utilization as "
+                   "phaselens_decode_kv_utilization_ratio, running = num_requests_running (latest scrape). "
+                   "Batch cap, first found: the engine's max_num_seqs (vLLM cache_config_info, Dynamo model "
+                   "card), --max-num-seqs, else the running count's plateau while requests waited "
+                   "(docs/diagnosis.md). Without a cap it equals the KV utilization",
+        "source": "vLLM scheduler (a sequence is admitted only while running < max_num_seqs and its KV "
+                  "blocks fit); llm-d workload-variant-autoscaler saturation analyzer (a replica is "
+                  "saturated by KV or by its queue); the fleet lab's decode-heavy trace (docs/fleet.md, "
+                  "finding 9)",
+        "limits": "A worker's own metrics rarely carry max_num_seqs (the Dynamo mocker worker does not; its "
+                  "frontend's model card does): pass --max-num-seqs, else the cap is only known after a "
+                  "plateau under a queue (at least 10 queued samples in the window). On GPUs with "
+                  "max_num_seqs of 256 and more KV binds first and the two signals agree.",
+    },
     # phases
     "phaselens_phase_prefill_time_share_ratio": {
         "formula": "sum(prefill_time) / (sum(prefill_time) + sum(decode_time)) over requests finished in the "
@@ -357,6 +373,9 @@ DYNAMO_COVERAGE: dict[str, str] = {
     "phaselens_decode_kv_pressure_ratio": "workers: as the KV utilization (the mocker's host tier "
     "(--num-host-blocks) leaves no trace in its metrics and never pins usage, so pass --kv-offload-tier "
     "to read a pinned pool as no pressure).",
+    "phaselens_decode_saturation_ratio": "workers: the KV utilization and vllm:num_requests_running; the "
+    "mocker worker does not export max_num_seqs (the frontend's model card does), so pass --max-num-seqs "
+    "or the seats term waits for a plateau under a queue.",
     "phaselens_phase_prefill_time_share_ratio": "P/D pool only: prefill workers' generate time over it plus "
     "the decode workers' request time (workers joined with the frontend by id). Cannot per target: the "
     "mocker has no prefill/decode time histograms.",

@@ -94,6 +94,14 @@ SPECS: tuple[SignalSpec, ...] = (
         "autoscaling",
         ("basis",),
     ),
+    _spec(
+        "phaselens_decode_saturation_ratio",
+        "1",
+        "Decode saturation (0-1): the larger of KV utilization and running requests / batch cap "
+        "(max_num_seqs); basis says which.",
+        "autoscaling",
+        ("basis",),
+    ),
     # phases
     _spec(
         "phaselens_phase_prefill_time_share_ratio",

@@ -225,6 +225,14 @@ OPTIONS: tuple[Option, ...] = (
         "Dynamo mocker --num-host-blocks): a pinned KV utilization is then not read as pressure",
         boolean=True,
     ),
+    Option(
+        "--max-num-seqs",
+        "max_num_seqs",
+        _int,
+        "the engines' batch cap (max_num_seqs) where their metrics do not export it (the Dynamo "
+        "mocker worker): phaselens_decode_saturation_ratio counts running / this",
+        "N",
+    ),
     Option("--shutdown-timeout", "shutdown_timeout_seconds", _float, "graceful shutdown limit in seconds", "S"),
     Option(
         "--max-models-per-target",
@@ -414,6 +422,8 @@ def validate(settings: Settings) -> None:
     for flag, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{flag} must be positive (got {value:g})")
+    if settings.max_num_seqs is not None and settings.max_num_seqs < 1:
+        raise ConfigError(f"--max-num-seqs must be at least 1 (got {settings.max_num_seqs})")
     if settings.max_models_per_target < 1:
         raise ConfigError(f"--max-models-per-target must be at least 1 (got {settings.max_models_per_target})")
     if not 0 <= settings.jitter_ratio < 1:

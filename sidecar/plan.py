@@ -26,7 +26,7 @@ GPU_UTILIZATION_MARKERS = (
 )
 GPU_UNDERUTILIZED_POLICIES = ("WhenEmptyOrUnderutilized", "WhenUnderutilized")
 DEFAULT_PREFILL_SIGNAL = "phaselens_prefill_backlog_seconds"
-DEFAULT_DECODE_SIGNAL = "phaselens_decode_kv_utilization_ratio"
+DEFAULT_DECODE_SIGNAL = "phaselens_decode_saturation_ratio"
 
 
 class PlanError(ValueError):
@@ -433,7 +433,7 @@ def render(result: PlanResult) -> str:
         "",
         "== Watch these five",
         "1 sum(phaselens_prefill_backlog_seconds{role=\"prefill\"})       prefill autoscaler input",
-        "2 sum(phaselens_decode_kv_utilization_ratio{role=\"decode\"})     decode autoscaler input",
+        "2 sum(phaselens_decode_saturation_ratio{role=\"decode\"})        decode autoscaler input",
         "3 max(phaselens_ttft_seconds{percentile=\"99\"})                 against the TTFT SLO",
         "4 phaselens:slo_attainment_ratio:pool{slo=\"joint\"}               goodput bounds",
         "5 phaselens:pool_phase_imbalance_ratio                          which pool is short",

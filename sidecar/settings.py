@@ -82,6 +82,7 @@ class Settings:
     state_save_interval_seconds: float = 60.0  # QueueIntelligence state (daily profile, model weights)
     gpu_telemetry: bool = True
     kv_offload_tier: bool = False  # a host/offload KV tier is active (analyzers/kv_pressure.py)
+    max_num_seqs: int | None = None  # the engines' batch cap where they do not export it (analyzers/saturation.py)
     shutdown_timeout_seconds: float = 5.0
     max_models_per_target: int = 20  # busiest (model_name, engine) groups kept; the rest sum into __other__
     # runtime (sidecar/config.py validates them)

@@ -219,7 +219,7 @@ def test_disaggregated_overlay_pools() -> None:
     assert [m["external"]["metric"]["name"] for m in hpas["vllm-prefill"]["spec"]["metrics"]] == [
         "phaselens_pool_prefill_backlog_seconds"]
     assert [m["external"]["metric"]["name"] for m in hpas["vllm-decode"]["spec"]["metrics"]] == [
-        "phaselens_pool_decode_kv_utilization_ratio"]
+        "phaselens_pool_decode_saturation_ratio"]
 
 
 # ------------------------------------------------------------ pod hardening and autoscaling policy
@@ -305,7 +305,7 @@ def test_autoscaler_metrics_exist_in_recording_rules() -> None:
     exposed = {re.sub(adapter["name"]["matches"], adapter["name"]["as"].replace("${1}", r"\1"), name)
                for name in recorded if series.match(name)}
     assert exposed == {"phaselens_pool_prefill_backlog_seconds", "phaselens_pool_prefill_queue_depth",
-                       "phaselens_pool_decode_kv_utilization_ratio"}
+                       "phaselens_pool_decode_kv_utilization_ratio", "phaselens_pool_decode_saturation_ratio"}
     for _, doc in MANIFESTS:
         if doc["kind"] == "HorizontalPodAutoscaler":
             for metric in doc["spec"]["metrics"]:

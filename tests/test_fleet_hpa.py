@@ -47,7 +47,7 @@ def test_shipped_aggregated_hpa_is_parsed_from_the_manifest() -> None:
     assert (s.min_replicas, s.max_replicas) == (2, 8)
     assert {m.name: m.average for m in s.metrics} == {
         "phaselens_pool_prefill_backlog_seconds": pytest.approx(1.5),
-        "phaselens_pool_decode_kv_utilization_ratio": pytest.approx(0.8),
+        "phaselens_pool_decode_saturation_ratio": pytest.approx(0.8),
     }
     assert s.up.stabilization_s == 0 and s.down.stabilization_s == 300
     assert s.up.policies == (hpa.Policy("Pods", 4, 60.0), hpa.Policy("Percent", 100, 60.0))

@@ -136,6 +136,8 @@ class Fleet:
             "--slo-ttft", str(cfg.slo_ttft_s),
             "--slo-itl", str(cfg.slo_itl_s),
             "--engine", "dynamo",
+            # The mocker worker does not export its batch cap; an operator knows it from the engine args.
+            "--max-num-seqs", str(cfg.worker.max_num_seqs),
             "--log-level", "warning",
         ]  # fmt: skip
 
