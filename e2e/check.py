@@ -1057,11 +1057,16 @@ def report_runs(runs: list[Path], check: Callable[[Path], Report]) -> bool:
     return all_ok
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+def run_cli(description: str | None, check: Callable[[Path], Report], argv: list[str] | None = None) -> int:
+    """`check.py RUN [RUN ...]` and its Dynamo twin: judge each run folder, exit 1 if any failed."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("runs", nargs="+", type=Path)
     args = ap.parse_args(argv)
-    return 0 if report_runs(args.runs, check_run) else 1
+    return 0 if report_runs(args.runs, check) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(__doc__, check_run, argv)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ Usage: python e2e/check_dynamo.py OUT_DIR [OUT_DIR ...]
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from check import Report, report_runs
+from check import Report, run_cli
 from groundtruth import Scrape, load_jsonl, load_scrapes, signals_to_scrapes
 
 TOL_ATTAINMENT = 0.1
@@ -389,10 +388,7 @@ def check_run(out: Path) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("runs", nargs="+", type=Path)
-    args = ap.parse_args(argv)
-    return 0 if report_runs(args.runs, check_run) else 1
+    return run_cli(__doc__, check_run, argv)
 
 
 if __name__ == "__main__":

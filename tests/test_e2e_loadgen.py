@@ -105,6 +105,16 @@ async def test_http_error_is_recorded_not_raised(aiohttp_client) -> None:  # typ
     assert out.ttft is None and out.end >= out.start
 
 
+async def _one_token_stream(request: web.Request) -> web.StreamResponse:
+    """A streamed completion of one token, as a server answers once its work is done."""
+    resp = web.StreamResponse()
+    await resp.prepare(request)
+    usage = {"prompt_tokens": 3, "completion_tokens": 1}
+    await resp.write(b"data: " + json.dumps({"choices": [{"text": "a"}], "usage": usage}).encode() + b"\n\n")
+    await resp.write(b"data: [DONE]\n\n")
+    return resp
+
+
 def test_open_loop_phase_parses_a_rate_ramp() -> None:
     p = loadgen.Phase.parse("ramp:50:@1-20:40-120:20-60")
     assert p.rate == (1.0, 20.0) and p.concurrency == 0
@@ -126,12 +136,7 @@ async def test_open_loop_phase_sends_poisson_arrivals_without_waiting_for_answer
         in_flight[1] = max(in_flight[1], in_flight[0])
         await asyncio.sleep(0.5)
         in_flight[0] -= 1
-        resp = web.StreamResponse()
-        await resp.prepare(_request)
-        usage = {"prompt_tokens": 3, "completion_tokens": 1}
-        await resp.write(b"data: " + json.dumps({"choices": [{"text": "a"}], "usage": usage}).encode() + b"\n\n")
-        await resp.write(b"data: [DONE]\n\n")
-        return resp
+        return await _one_token_stream(_request)
 
     app = web.Application()
     app.router.add_post("/v1/completions", slow)
@@ -169,12 +174,7 @@ async def test_carry_over_starts_the_next_phase_while_requests_are_in_flight(aio
     # margin a loaded CI machine's event-loop stalls cannot eat (with 1 s it failed once under load)
     async def slow(_request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(3.0)
-        resp = web.StreamResponse()
-        await resp.prepare(_request)
-        usage = {"prompt_tokens": 3, "completion_tokens": 1}
-        await resp.write(b"data: " + json.dumps({"choices": [{"text": "a"}], "usage": usage}).encode() + b"\n\n")
-        await resp.write(b"data: [DONE]\n\n")
-        return resp
+        return await _one_token_stream(_request)
 
     app = web.Application()
     app.router.add_post("/v1/completions", slow)
