@@ -41,8 +41,6 @@ if [[ "$E2E_AGGREGATED" == 1 || "$E2E_PD" == 1 ]]; then
   stamp "model ready"
 fi
 
-runs=()
-dyn_runs=()
 status=0
 failed=()   # what failed, repeated at the very end: CI shows only the tail of the output
 retried=()  # scenarios that failed once and passed on their second run, with what failed first
@@ -84,11 +82,9 @@ scenario() {  # $1: vllm | dynamo, $2: scenario
 
 if [[ "$E2E_AGGREGATED" == 1 ]]; then
   scenario vllm aggregated
-  runs+=("$OUT/aggregated")
 fi
 if [[ "$E2E_PD" == 1 ]]; then
   scenario vllm pd
-  runs+=("$OUT/pd")
 fi
 if [[ "$E2E_DYNAMO" == 1 ]]; then
   bash e2e/install_dynamo.sh
@@ -97,15 +93,14 @@ if [[ "$E2E_DYNAMO" == 1 ]]; then
   stamp "dynamo model ready"
   for name in dynamo-agg dynamo-pd; do
     scenario dynamo "$name"
-    dyn_runs+=("$OUT/$name")
   done
 fi
 for line in "${retried[@]}"; do echo "[e2e] RETRIED $line"; done
 if [[ $status != 0 ]]; then
   echo "[e2e] FAILED steps: ${failed[*]}"
-  for run in "${runs[@]}" "${dyn_runs[@]}"; do
-    echo "[e2e] failed checks in $run (second run; the first is in $run-attempt1):"
-    failed_checks "$run"
+  for name in "${failed[@]}"; do
+    echo "[e2e] failed checks in $OUT/$name (second run; the first is in $OUT/$name-attempt1):"
+    failed_checks "$OUT/$name"
   done
 fi
 stamp "e2e finished (status $status)"
