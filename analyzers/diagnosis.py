@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from phaselens.analyzers.kv_cache import clamp01, info_number, kv_cache_health
+from phaselens.analyzers.kv_cache import clamp01, info_number, kv_cache_health, pressure_peak
 from phaselens.analyzers.phase import DEFAULT_ITL_BUDGET_SECONDS, DEFAULT_TTFT_BUDGET_SECONDS, phase_times
 from phaselens.analyzers.view import WindowView
 from phaselens.analyzers.window import Group, TargetWindow
@@ -156,6 +156,8 @@ class Measured:
     span_seconds: float
     kv_utilization: float | None = None
     kv_utilization_recent_max: float | None = None
+    kv_exhausted_recently: bool = False
+    """The engine preempted in the recent span: it ran out of blocks (see KvCacheHealth.exhausted)."""
     preemptions_per_second: float | None = None
     waiting_mean: float | None = None
     waiting_share: float | None = None
@@ -182,6 +184,11 @@ class Measured:
     """A Dynamo frontend: request histograms and in-flight count, no engine running count."""
     first_response_mean: float | None = None
     """Dynamo work handler's mean time to first response (a P/D prefill worker's prefill)."""
+
+    @property
+    def kv_pressure_peak(self) -> float | None:
+        """Recent KV utilization as the pressure rules judge it: 1 when the engine preempted."""
+        return pressure_peak(self.kv_utilization_recent_max, self.kv_exhausted_recently)
 
 
 def _recent(series: Sequence[tuple[float, float]], now: float, seconds: float) -> list[float]:
@@ -262,6 +269,8 @@ def measure(
             span_seconds=view.span(),
             kv_utilization=kv.utilization,
             kv_utilization_recent_max=max(usage) if usage else kv.utilization,
+            kv_exhausted_recently=(view.window.increase(c.PREEMPTIONS, group, None, t.diagnosis_recent_seconds)
+                                   or 0.0) > 0,
             preemptions_per_second=kv.preemptions_per_second,
             waiting_mean=_mean(recent_w),
             waiting_share=(sum(1 for w in recent_w if w >= 1) / len(recent_w)) if recent_w else None,
@@ -328,7 +337,7 @@ def raw_cause(m: Measured, t: Thresholds) -> Verdict | None:
     """The first cause whose rule holds (order of CAUSES); None when nothing binds."""
     if not m.busy:
         return None
-    u = m.kv_utilization_recent_max
+    u = m.kv_pressure_peak
     preempting = m.preemptions_per_second is not None and m.preemptions_per_second > 0
     queued = m.waiting_share is not None and m.waiting_share >= t.diagnosis_waiting_share
     kv_full = u is not None and u >= t.kv_pressure_utilization
@@ -351,6 +360,9 @@ def raw_cause(m: Measured, t: Thresholds) -> Verdict | None:
         excess = 0.5 * clamp01((u - t.kv_pressure_utilization) / max(1e-9, 1 - t.kv_pressure_utilization)) \
             + 0.5 * max(p_excess, m.waiting_share or 0.0)
         evidence: dict[str, float | str] = {"kv_utilization_peak": _r(u)}
+        sampled = m.kv_utilization_recent_max
+        if sampled is not None and sampled < u:
+            evidence["kv_utilization_sampled_peak"] = _r(sampled)
         if m.preemptions_per_second is not None:
             evidence["preemptions_per_second"] = _r(m.preemptions_per_second)
         if m.waiting_mean is not None:
@@ -468,8 +480,8 @@ def expected_effect(cause: str, remedy: str, m: Measured | None, t: Thresholds) 
     n = m.replicas
     scale = n / (n + 1)
     out: dict[str, float | str] = {}
-    if cause == "KV_CAPACITY" and m.kv_utilization_recent_max is not None:
-        u = m.kv_utilization_recent_max
+    if cause == "KV_CAPACITY" and m.kv_pressure_peak is not None:
+        u = m.kv_pressure_peak
         if remedy == "raise_kv_capacity":
             u2 = u / 1.5  # the formula's assumption: 50 % more KV blocks
             out["expected_effect_assumes"] = "kv_blocks_x1.5"
@@ -756,6 +768,9 @@ def _why(verdict: Verdict) -> str:
     e = verdict.evidence
     if verdict.cause == "KV_CAPACITY":
         parts = [f"KV cache at {float(e['kv_utilization_peak']):.0%}"]
+        if "kv_utilization_sampled_peak" in e:
+            parts = [f"KV cache out of blocks (the engine preempted; the scrapes saw at most "
+                     f"{float(e['kv_utilization_sampled_peak']):.0%})"]
         if float(e.get("preemptions_per_second", 0.0)) > 0:
             parts.append(f"{float(e['preemptions_per_second']):.2f} preemptions/s")
         if float(e.get("waiting_mean", 0.0)) >= 1:

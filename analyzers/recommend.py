@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from phaselens.analyzers.backlog import PrefillBacklog
 from phaselens.analyzers.disaggregation import DisaggregationScore
 from phaselens.analyzers.goodput import GoodputSummary
-from phaselens.analyzers.kv_cache import KvCacheHealth, clamp01
+from phaselens.analyzers.kv_cache import KvCacheHealth, clamp01, pressure_peak
 from phaselens.analyzers.phase import PhaseLoad
 from phaselens.model import Recommendation
 from phaselens.settings import Settings, Thresholds
@@ -75,8 +75,12 @@ def _r(value: float) -> float:
 
 
 def kv_cache_pressure(f: TargetFindings, t: Thresholds) -> Recommendation | None:
-    """Peak utilization in the window over the threshold while the engine preempted requests."""
-    u, pre = f.kv.utilization_peak, f.kv.preemptions_per_second
+    """The cache ran full in the window while the engine preempted requests.
+
+    Full means the sampled peak reached the threshold, or the engine preempted at all: it preempts
+    only when no block is free, so a preemption is a full cache the scrapes may have missed."""
+    sampled, pre = f.kv.utilization_peak, f.kv.preemptions_per_second
+    u = pressure_peak(sampled, f.kv.exhausted)
     if u is None or pre is None:
         return None
     if u < t.kv_pressure_utilization or pre <= t.kv_pressure_min_preemptions_per_second:
@@ -90,12 +94,19 @@ def kv_cache_pressure(f: TargetFindings, t: Thresholds) -> Recommendation | None
         "kv_utilization_peak": _r(u), "preemptions_per_second": _r(pre),
         "threshold_utilization": t.kv_pressure_utilization,
     }
+    if sampled is not None and sampled < u:
+        evidence["kv_utilization_sampled_peak"] = _r(sampled)
     if f.backlog.queue_depth is not None:
         evidence["queue_depth"] = f.backlog.queue_depth
     if f.kv.headroom_tokens is not None:
         evidence["headroom_tokens"] = _r(f.kv.headroom_tokens)
+    if sampled is not None and sampled < t.kv_pressure_utilization:
+        full = (f"KV cache ran out of blocks between scrapes (they saw at most {sampled:.0%}) and requests "
+                f"are being preempted ({pre:.2f}/s)")
+    else:
+        full = f"KV cache reached {u:.0%} full and requests are being preempted ({pre:.2f}/s)"
     message = (
-        f"KV cache reached {u:.0%} full and requests are being preempted ({pre:.2f}/s): give the KV cache "
+        f"{full}: give the KV cache "
         "more memory (raise gpu_memory_utilization or use an fp8 kv_cache_dtype), lower max_num_seqs, "
         f"or add {'decode ' if f.scope.role == 'decode' else ''}replicas."
     )
