@@ -20,6 +20,14 @@ if str(TESTS_DIR) not in sys.path:
 FIXTURES = Path(__file__).parent / "fixtures"
 AGGREGATED_TAR = FIXTURES / "vllm-0.32.0-cpu-aggregated" / "scrapes.tar.gz"
 PD_TAR = FIXTURES / "vllm-0.32.0-cpu-pd-1p1d" / "scrapes.tar.gz"
+KV_THRASH_TAR = FIXTURES / "vllm-0.32.0-cpu-kv-thrash" / "scrapes.tar.gz"
+
+
+def unpack(archive: Path, factory: pytest.TempPathFactory, name: str) -> Path:
+    out = factory.mktemp(name)
+    with tarfile.open(archive) as tar:
+        tar.extractall(out, filter="data")
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -30,19 +38,19 @@ def fixtures_dir() -> Path:
 @pytest.fixture(scope="session")
 def aggregated_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real aggregated capture unpacked: <dir>/rec/NNNN.prom."""
-    out = tmp_path_factory.mktemp("aggregated")
-    with tarfile.open(AGGREGATED_TAR) as tar:
-        tar.extractall(out, filter="data")
-    return out / "rec"
+    return unpack(AGGREGATED_TAR, tmp_path_factory, "aggregated") / "rec"
 
 
 @pytest.fixture(scope="session")
 def pd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real 1P1D capture unpacked: <dir>/prefill/NNNN.prom and <dir>/decode/NNNN.prom."""
-    out = tmp_path_factory.mktemp("pd")
-    with tarfile.open(PD_TAR) as tar:
-        tar.extractall(out, filter="data")
-    return out
+    return unpack(PD_TAR, tmp_path_factory, "pd")
+
+
+@pytest.fixture(scope="session")
+def kv_thrash_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real vLLM overload preempting between 1 s scrapes: <dir>/NNNN.prom (scrapes 60-101)."""
+    return unpack(KV_THRASH_TAR, tmp_path_factory, "kv-thrash") / "rec"
 
 
 @pytest.fixture(scope="session")

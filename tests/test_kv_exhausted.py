@@ -9,27 +9,16 @@ scrape landing on the peak.
 from __future__ import annotations
 
 import shutil
-import tarfile
 from pathlib import Path
 
-import pytest
 from phaselens.analyzers.kv_cache import pressure_peak
 from phaselens.diagnosis_eval import run, violations
 from phaselens.model import TickResult
 from phaselens.settings import Settings
 from prometheus_client.parser import text_string_to_metric_families
 
-FIXTURE = Path(__file__).parent / "fixtures" / "vllm-0.32.0-cpu-kv-thrash" / "scrapes.tar.gz"
 SETTINGS = Settings(window_seconds=20.0, slo_ttft_seconds=0.25, slo_itl_seconds=0.05)  # the e2e scenario's
 THRESHOLD = SETTINGS.thresholds.kv_pressure_utilization
-
-
-@pytest.fixture(scope="module")
-def scrapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("thrash")
-    with tarfile.open(FIXTURE) as tar:
-        tar.extractall(root, filter="data")
-    return root / "rec"
 
 
 def _value(path: Path, name: str) -> float:
@@ -38,15 +27,15 @@ def _value(path: Path, name: str) -> float:
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
 
 
-def _subset(scrapes: Path, dest: Path, first: int, last: int) -> Path:
+def _subset(kv_thrash_dir: Path, dest: Path, first: int, last: int) -> Path:
     dest.mkdir()
     for i in range(first, last + 1):
-        shutil.copy(scrapes / f"{i:04d}.prom", dest)
+        shutil.copy(kv_thrash_dir / f"{i:04d}.prom", dest)
     return dest
 
 
-def test_the_fixture_is_a_window_the_samples_never_show_full(scrapes: Path) -> None:
-    files = [scrapes / f"{i:04d}.prom" for i in range(76, 91)]
+def test_the_fixture_is_a_window_the_samples_never_show_full(kv_thrash_dir: Path) -> None:
+    files = [kv_thrash_dir / f"{i:04d}.prom" for i in range(76, 91)]
     peak = max(_value(f, "vllm:kv_cache_usage_perc") for f in files)
     preempted = _value(files[-1], "vllm:num_preemptions_total") - _value(files[0], "vllm:num_preemptions_total")
     assert peak < THRESHOLD and preempted >= 100  # what made the old rules stay silent
@@ -62,8 +51,8 @@ def _codes(ticks: list[TickResult]) -> set[str]:
     return {r.code for t in ticks for r in t.recommendations}
 
 
-def test_preempting_engine_with_sampled_peak_below_threshold_gets_kv_pressure(scrapes: Path, tmp_path: Path) -> None:
-    ticks = run([f"aggregated={_subset(scrapes, tmp_path / 'w', 76, 90)}"], SETTINGS)
+def test_preempting_engine_with_a_low_sampled_peak_gets_kv_pressure(kv_thrash_dir: Path, tmp_path: Path) -> None:
+    ticks = run([f"aggregated={_subset(kv_thrash_dir, tmp_path / 'w', 76, 90)}"], SETTINGS)
     pressure = [r for t in ticks for r in t.recommendations if r.code == "KV_CACHE_PRESSURE"]
     assert pressure, _codes(ticks)
     rec = pressure[0]
@@ -76,17 +65,17 @@ def test_preempting_engine_with_sampled_peak_below_threshold_gets_kv_pressure(sc
     assert violations(ticks) == []
 
 
-def test_verdict_stays_kv_capacity_while_the_engine_keeps_preempting(scrapes: Path) -> None:
+def test_verdict_stays_kv_capacity_while_the_engine_keeps_preempting(kv_thrash_dir: Path) -> None:
     """Over the whole overload the cause must not flip to DEMAND_ABOVE_CAPACITY whenever the recent
     samples happen to land on emptied caches (the old code switched there after 22 s)."""
-    ticks = run([f"aggregated={scrapes}"], SETTINGS)
+    ticks = run([f"aggregated={kv_thrash_dir}"], SETTINGS)
     causes = [r.cause for t in ticks for r in t.recommendations if r.code == "DIAGNOSIS"]
     assert causes and causes[0] == "KV_CAPACITY"
     assert "DEMAND_ABOVE_CAPACITY" not in causes, causes
     assert violations(ticks) == []
 
 
-def test_no_preemption_and_a_low_sample_stays_silent(scrapes: Path, tmp_path: Path) -> None:
+def test_no_preemption_and_a_low_sample_stays_silent(kv_thrash_dir: Path, tmp_path: Path) -> None:
     """The prefix phase before the overload: KV under the threshold, nothing preempted -> no pressure."""
-    ticks = run([f"aggregated={_subset(scrapes, tmp_path / 'calm', 60, 63)}"], SETTINGS)
+    ticks = run([f"aggregated={_subset(kv_thrash_dir, tmp_path / 'calm', 60, 63)}"], SETTINGS)
     assert "KV_CACHE_PRESSURE" not in _codes(ticks)
