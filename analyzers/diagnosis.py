@@ -769,7 +769,7 @@ def _why(verdict: Verdict) -> str:
     if verdict.cause == "KV_CAPACITY":
         parts = [f"KV cache at {float(e['kv_utilization_peak']):.0%}"]
         if "kv_utilization_sampled_peak" in e:
-            parts = [f"KV cache out of blocks (the engine preempted; the scrapes saw at most "
+            parts = [f"KV cache ran out of blocks (the scrapes saw at most "
                      f"{float(e['kv_utilization_sampled_peak']):.0%})"]
         if float(e.get("preemptions_per_second", 0.0)) > 0:
             parts.append(f"{float(e['preemptions_per_second']):.2f} preemptions/s")

@@ -94,19 +94,17 @@ def kv_cache_pressure(f: TargetFindings, t: Thresholds) -> Recommendation | None
         "kv_utilization_peak": _r(u), "preemptions_per_second": _r(pre),
         "threshold_utilization": t.kv_pressure_utilization,
     }
-    if sampled is not None and sampled < u:
-        evidence["kv_utilization_sampled_peak"] = _r(sampled)
     if f.backlog.queue_depth is not None:
         evidence["queue_depth"] = f.backlog.queue_depth
     if f.kv.headroom_tokens is not None:
         evidence["headroom_tokens"] = _r(f.kv.headroom_tokens)
-    if sampled is not None and sampled < t.kv_pressure_utilization:
-        full = (f"KV cache ran out of blocks between scrapes (they saw at most {sampled:.0%}) and requests "
-                f"are being preempted ({pre:.2f}/s)")
+    if sampled is not None and sampled < u:
+        evidence["kv_utilization_sampled_peak"] = _r(sampled)
+        full = f"KV cache ran out of blocks (the scrapes saw at most {sampled:.0%}) and requests are being preempted"
     else:
-        full = f"KV cache reached {u:.0%} full and requests are being preempted ({pre:.2f}/s)"
+        full = f"KV cache reached {u:.0%} full and requests are being preempted"
     message = (
-        f"{full}: give the KV cache "
+        f"{full} ({pre:.2f}/s): give the KV cache "
         "more memory (raise gpu_memory_utilization or use an fp8 kv_cache_dtype), lower max_num_seqs, "
         f"or add {'decode ' if f.scope.role == 'decode' else ''}replicas."
     )

@@ -58,7 +58,10 @@ def test_preempting_engine_with_a_low_sampled_peak_gets_kv_pressure(kv_thrash_di
     rec = pressure[0]
     assert rec.evidence["kv_utilization_sampled_peak"] < THRESHOLD
     assert rec.evidence["kv_utilization_peak"] == 1.0
-    assert "ran out of blocks between scrapes" in rec.message
+    sampled = rec.evidence["kv_utilization_sampled_peak"]
+    assert f"ran out of blocks (the scrapes saw at most {sampled:.0%})" in rec.message
+    diagnosis = next(r for t in ticks for r in t.recommendations if r.code == "DIAGNOSIS")
+    assert "ran out of blocks (the scrapes saw at most" in diagnosis.message  # both lines tell it alike
     verdicts = [r for t in ticks for r in t.recommendations if r.code == "DIAGNOSIS"]
     assert verdicts and {r.cause for r in verdicts} == {"KV_CAPACITY"}
     assert "DECODE_BOTTLENECK" in _codes(ticks)  # the phase line survives: it agrees with the cause
