@@ -1,6 +1,8 @@
 """Evaluate the queue predictors against per-request client ground truth.
 
-Usage: python benchmarks/bench_predictors.py [--detail] [--set=development|validation|heldout] [RUN_DIR ...]
+Usage: python benchmarks/bench_predictors.py [--detail] [--set=SET] [RUN_DIR ...]
+       SET: development | validation | heldout (Dynamo, benchmarks/predictor_runs.json) or
+       vllm | vllm-blind (real vLLM, benchmarks/predictor_runs_vllm.json / predictor_runs_vllm_b.json)
        python benchmarks/bench_predictors.py --legacy [RUN_DIR ...]   (per-phase, 0.25 s, wait coverage)
        (default runs: every finished recording of e2e/out/protocol/ (benchmarks/predictor_runs.json,
        recorded by `python e2e/record_protocol.py`), then every other e2e/out/*/ with ground truth)
@@ -16,7 +18,10 @@ frontend as a second target whose arrival counter the engine's prediction reads.
 per-phase rows. `--set=` runs the protocol within one set of the manifest: `development` (seeds
 101-116, looked at while the model was designed), `validation` (the same 16 shapes, seeds 201-216,
 recorded after the first design was frozen and scored once; looked at while the second was made) or
-`heldout` (seeds 301-316, recorded blind during the second design, scored once after it was frozen).
+`heldout` (seeds 301-316, recorded blind during the second design, scored once after it was frozen);
+`vllm` (real vLLM v01-v06, seeds 401-406, e2e/out/protocol-vllm/; looked at while the third design
+was made) or `vllm-blind` (the same six shapes, seeds 501-506, e2e/out/protocol-vllm-b/, recorded
+before the third design and scored once after it was frozen).
 A start that fails a rule is annotated with what noise alone gives: the 95 % quantile of the ECE a
 perfectly calibrated forecaster shows on the same requests (`null_ece`), and a 95 % bootstrap
 interval of AUROC minus the queue depth's, resampling whole ticks (`auroc_gap_interval`).
@@ -369,10 +374,33 @@ RULE_AUROC_MARGIN = 0.01
 RULE_ECE = 0.03
 
 
+# The real-vLLM sets: their manifest and the folder e2e/record_vllm_protocol.py records them into.
+VLLM_SETS = {
+    "vllm": (ROOT / "benchmarks" / "predictor_runs_vllm.json", ROOT / "e2e" / "out" / "protocol-vllm"),
+    "vllm-blind": (ROOT / "benchmarks" / "predictor_runs_vllm_b.json", ROOT / "e2e" / "out" / "protocol-vllm-b"),
+}
+VLLM_SETS["vllm-heldout"] = VLLM_SETS["vllm"]  # its first name (seen since the light/busy diagnosis)
+
+
+def vllm_runs(run_set: str) -> list[Path]:
+    """The finished recordings of one real-vLLM manifest, in its order (a run whose engine exited
+    with an error, `ok` false in its meta.json, is left out)."""
+    manifest, folder = VLLM_SETS[run_set]
+    found = []
+    for run in json.loads(manifest.read_text())["runs"]:
+        path = folder / run["name"]
+        meta = path / "meta.json"
+        if (path / "ground_truth.jsonl").exists() and meta.exists() and json.loads(meta.read_text()).get("ok"):
+            found.append(path)
+    return found
+
+
 def discover_runs(run_set: str | None = None) -> list[Path]:
     """The protocol's finished recordings (e2e/out/protocol/*) of one set of the manifest
-    (`development` or `validation`; None: every recording), then, with no set named, any other
-    e2e/out/* run with ground truth."""
+    (`development`, `validation` or `heldout`; `vllm` / `vllm-blind`: the real-vLLM manifests;
+    None: every recording), then, with no set named, any other e2e/out/* run with ground truth."""
+    if run_set in VLLM_SETS:
+        return vllm_runs(run_set)
     sets = {r["name"]: r.get("set", "development") for r in json.loads(MANIFEST.read_text())["runs"]}
     found = sorted(
         p
@@ -552,6 +580,10 @@ def main(argv: list[str]) -> int:
     legacy = "--legacy" in argv
     run_set = next((a.split("=", 1)[1] for a in argv if a.startswith("--set=")), None)
     argv = [a for a in argv if a not in ("--detail", "--legacy") and not a.startswith("--set=")]
+    known = {str(r.get("set", "development")) for r in json.loads(MANIFEST.read_text())["runs"]} | set(VLLM_SETS)
+    if run_set is not None and run_set not in known:
+        print(f"unknown set {run_set!r}: one of {', '.join(sorted(known))}")
+        return 2
     runs = [Path(a) for a in argv] or discover_runs(run_set)
     runs = [r for r in runs if (r / "scrapes").is_dir() and (r / "ground_truth.jsonl").exists()]
     if not runs:
