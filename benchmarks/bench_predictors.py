@@ -4,6 +4,8 @@ Usage: python benchmarks/bench_predictors.py [--detail] [--set=SET] [RUN_DIR ...
        SET: development | validation | heldout (Dynamo, benchmarks/predictor_runs.json) or
        vllm | vllm-blind (real vLLM, benchmarks/predictor_runs_vllm.json / predictor_runs_vllm_b.json)
        python benchmarks/bench_predictors.py --legacy [RUN_DIR ...]   (per-phase, 0.25 s, wait coverage)
+       python benchmarks/bench_predictors.py --ticks RUN_DIR   (one run, cold: one line per tick, then
+       the clients' breach share per load stratum against the engine's own labels)
        (default runs: every finished recording of e2e/out/protocol/ (benchmarks/predictor_runs.json,
        recorded by `python e2e/record_protocol.py`), then every other e2e/out/*/ with ground truth)
 
@@ -76,6 +78,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 from phaselens.analyzers.breach import auroc, brier_score, expected_calibration_error  # noqa: E402
+from phaselens.analyzers.breach import load_stratum as breach_stratum  # noqa: E402
 from phaselens.analyzers.queue_intelligence import QueueIntelligence  # noqa: E402
 from phaselens.analyzers.window import TargetWindow  # noqa: E402
 from phaselens.model import ROLES, EngineSnapshot, Exposition, Histogram, MetricFamily, Sample, Target, label_value  # noqa: E402
@@ -575,9 +578,64 @@ def protocol(runs: list[Path], slo: float, detail: bool, jobs: int = 2) -> int:
     return 0
 
 
+def ticks(run: Path, slo: float = HEADLINE_SLO) -> int:
+    """Per-tick dump of one run, cold: what the engine showed at each scrape, the structural and the
+    published probability, and what happened to the requests that arrived before the next tick (the
+    clients' breach share, the longest engine queue time they had); then, per load stratum, the
+    clients' breach share against the engine's own labels and the mean published probability."""
+    meta_path = run / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    settings = Settings(slo_ttft_seconds=slo, window_seconds=float(meta.get("window_s", 30.0)))
+    sources = scrape_sources(run)
+    qi = QueueIntelligence()
+    qi.label_log = []
+    pubs = replay(sources, settings, qi)
+    rows = score(load_ground_truth(run), pubs, slo)
+    by_tick: dict[int, list[Scored]] = defaultdict(list)
+    for r in rows:
+        by_tick[r.index].append(r)
+    start = pubs[0].time if pubs else 0.0
+    print(
+        f"{'t':>7} {'phase':<9}{'stratum':<8}{'wait':>5}{'run':>5}{'struct':>8}{'publ':>7}"
+        f"{'n':>4}{'breach':>7}{'max q':>7}"
+    )
+    clients: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for i, p in enumerate(pubs):
+        sel = by_tick.get(i, [])
+        stratum = breach_stratum(p.waiting, p.running)
+        queue = [float(r.request.get("engine_queue_s") or 0.0) for r in sel]  # type: ignore[arg-type]
+        for r in sel:
+            acc = clients[stratum]
+            acc[0] += 1
+            acc[1] += r.outcome
+            acc[2] += p.probability or 0.0
+        print(
+            f"{p.time - start:7.1f} {derive_phase(pubs, i):<9}{stratum:<8}{p.waiting:5.0f}{p.running:5.0f}"
+            f"{fmt(p.structural):>8}{fmt(p.probability):>7}{len(sel):4d}"
+            f"{fmt(sum(r.outcome for r in sel) / len(sel) if sel else None, 2):>7}"
+            f"{fmt(max(queue) if queue else None, 2):>7}"
+        )
+    entry = entry_role(sources)
+    labels: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for target, stratum, _, _, outcome, n in qi.label_log:
+        if target == entry:
+            labels[stratum][0] += n
+            labels[stratum][1] += outcome * n
+    print(f"\n{'stratum':<8}{'clients n':>10}{'breach':>8}{'mean p':>8}{'labelled n':>12}{'breach':>8}")
+    for stratum in ("idle", "busy", "queued"):
+        c, lab = clients[stratum], labels[stratum]
+        print(
+            f"{stratum:<8}{c[0]:10.0f}{fmt(c[1] / c[0] if c[0] else None):>8}{fmt(c[2] / c[0] if c[0] else None):>8}"
+            f"{lab[0]:12.0f}{fmt(lab[1] / lab[0] if lab[0] else None):>8}"
+        )
+    return 0
+
+
 def main(argv: list[str]) -> int:
     detail = "--detail" in argv
     legacy = "--legacy" in argv
+    if "--ticks" in argv:
+        return ticks(Path(next(a for a in argv if not a.startswith("--"))))
     run_set = next((a.split("=", 1)[1] for a in argv if a.startswith("--set=")), None)
     argv = [a for a in argv if a not in ("--detail", "--legacy") and not a.startswith("--set=")]
     known = {str(r.get("set", "development")) for r in json.loads(MANIFEST.read_text())["runs"]} | set(VLLM_SETS)
