@@ -635,7 +635,11 @@ def main(argv: list[str]) -> int:
     detail = "--detail" in argv
     legacy = "--legacy" in argv
     if "--ticks" in argv:
-        return ticks(Path(next(a for a in argv if not a.startswith("--"))))
+        named = [Path(a) for a in argv if not a.startswith("--")]
+        if len(named) != 1 or not (named[0] / "scrapes").is_dir() or not (named[0] / "ground_truth.jsonl").exists():
+            print("--ticks needs one run folder with scrapes/ and ground_truth.jsonl")
+            return 2
+        return ticks(named[0])
     run_set = next((a.split("=", 1)[1] for a in argv if a.startswith("--set=")), None)
     argv = [a for a in argv if a not in ("--detail", "--legacy") and not a.startswith("--set=")]
     known = {str(r.get("set", "development")) for r in json.loads(MANIFEST.read_text())["runs"]} | set(VLLM_SETS)

@@ -76,3 +76,36 @@ def test_bench_refuses_an_unknown_set(capsys: pytest.CaptureFixture[str]) -> Non
     assert bench.main(["--set=vllm-blindd"]) == 2
     out = capsys.readouterr().out
     assert "unknown set 'vllm-blindd'" in out and "vllm-blind" in out
+
+
+def test_bench_ticks_needs_one_recorded_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["--ticks", str(tmp_path / "missing")]) == 2
+    assert bench.main(["--ticks"]) == 2
+    assert "--ticks needs one run folder" in capsys.readouterr().out
+
+
+def test_bench_ticks_on_a_real_recording(
+    tmp_path: Path, fixtures_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Real Dynamo 1.6.1 scrapes (the fixture's frontend and worker); the client side is written here
+    (the fixture keeps no ground truth): one request 0.1 s after every fifth scrape, each fourth of
+    them failed. Every request is scored once, on the tick before it, and the failed ones are breaches."""
+    import tarfile
+
+    with tarfile.open(fixtures_dir / "dynamo-1.6.1-mocker-frontend" / "run.tar.gz") as archive:
+        archive.extractall(tmp_path, filter="data")
+    times = sorted(t for t, _ in bench.read_scrapes(tmp_path / "scrapes" / "aggregated"))
+    requests = [
+        {"kind": "request", "phase": "x", "start": t + 0.1, "ttft": 0.1, "outcome": "error" if i % 4 == 3 else "ok"}
+        for i, t in enumerate(times[5::5])
+    ]
+    (tmp_path / "ground_truth.jsonl").write_text("".join(json.dumps(r) + "\n" for r in requests))
+    assert bench.main(["--ticks", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    summary = out[out.index(next(line for line in out if line.startswith("stratum"))) + 1 :]
+    scored = sum(float(line.split()[1]) for line in summary)
+    assert scored == len(requests)
+    per_tick = [line.split() for line in out[1 : out.index("")]]
+    assert len(per_tick) >= len(times) - 1  # one line per replayed tick
+    breaches = [float(row[8]) for row in per_tick if row[7] != "0"]
+    assert sum(breaches) == sum(r["outcome"] != "ok" for r in requests)
