@@ -100,6 +100,9 @@ class QueueIntelligence:
         # (target, group key) -> the queueing model's own P(W + X > SLO) at the last tick: the
         # regression's first feature before learning, kept so evaluations can score it as a baseline
         self.last_structural_probability: dict[tuple[str, str], float] = {}
+        # Set to a list to collect every label as it is formed (evaluations and diagnosis only; None
+        # in the sidecar): (target, load stratum, prediction time, published p, breach share, arrivals)
+        self.label_log: list[tuple[str, str, float, float, float, float]] | None = None
         # model_name -> what a frontend (Dynamo's) knows before any engine queue shows it: arrivals/s
         # per engine target over the last scrape step (requests_started), mean prompt tokens, KV pool
         self._upstream: dict[str, _Upstream] = {}
@@ -287,6 +290,10 @@ class QueueIntelligence:
             outcome, excess = br.carried_outcome(within, n, gstate.carry[1] if gstate.carry[0] == pending.time else 0.0)
             gstate.carry = (end, excess)
             tstate.calibration.add(pending.probability, outcome, n)
+            if self.label_log is not None:
+                self.label_log.append(
+                    (labels["target"], pending.stratum, pending.time, pending.probability, outcome, n)
+                )
             if pending.stratum != "idle":
                 tstate.predictor.update(pending.features, outcome, n)
             if pending.raw is not None:

@@ -1,7 +1,11 @@
 """Evaluate the queue predictors against per-request client ground truth.
 
-Usage: python benchmarks/bench_predictors.py [--detail] [--set=development|validation|heldout] [RUN_DIR ...]
+Usage: python benchmarks/bench_predictors.py [--detail] [--set=SET] [RUN_DIR ...]
+       SET: development | validation | heldout (Dynamo, benchmarks/predictor_runs.json) or
+       vllm | vllm-blind (real vLLM, benchmarks/predictor_runs_vllm.json / predictor_runs_vllm_b.json)
        python benchmarks/bench_predictors.py --legacy [RUN_DIR ...]   (per-phase, 0.25 s, wait coverage)
+       python benchmarks/bench_predictors.py --ticks RUN_DIR   (one run, cold: one line per tick, then
+       the clients' breach share per load stratum against the engine's own labels)
        (default runs: every finished recording of e2e/out/protocol/ (benchmarks/predictor_runs.json,
        recorded by `python e2e/record_protocol.py`), then every other e2e/out/*/ with ground truth)
 
@@ -16,7 +20,10 @@ frontend as a second target whose arrival counter the engine's prediction reads.
 per-phase rows. `--set=` runs the protocol within one set of the manifest: `development` (seeds
 101-116, looked at while the model was designed), `validation` (the same 16 shapes, seeds 201-216,
 recorded after the first design was frozen and scored once; looked at while the second was made) or
-`heldout` (seeds 301-316, recorded blind during the second design, scored once after it was frozen).
+`heldout` (seeds 301-316, recorded blind during the second design, scored once after it was frozen);
+`vllm` (real vLLM v01-v06, seeds 401-406, e2e/out/protocol-vllm/; looked at while the third design
+was made) or `vllm-blind` (the same six shapes, seeds 501-506, e2e/out/protocol-vllm-b/, recorded
+before the third design and scored once after it was frozen).
 A start that fails a rule is annotated with what noise alone gives: the 95 % quantile of the ECE a
 perfectly calibrated forecaster shows on the same requests (`null_ece`), and a 95 % bootstrap
 interval of AUROC minus the queue depth's, resampling whole ticks (`auroc_gap_interval`).
@@ -71,6 +78,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 from phaselens.analyzers.breach import auroc, brier_score, expected_calibration_error  # noqa: E402
+from phaselens.analyzers.breach import load_stratum as breach_stratum  # noqa: E402
 from phaselens.analyzers.queue_intelligence import QueueIntelligence  # noqa: E402
 from phaselens.analyzers.window import TargetWindow  # noqa: E402
 from phaselens.model import ROLES, EngineSnapshot, Exposition, Histogram, MetricFamily, Sample, Target, label_value  # noqa: E402
@@ -369,10 +377,33 @@ RULE_AUROC_MARGIN = 0.01
 RULE_ECE = 0.03
 
 
+# The real-vLLM sets: their manifest and the folder e2e/record_vllm_protocol.py records them into.
+VLLM_SETS = {
+    "vllm": (ROOT / "benchmarks" / "predictor_runs_vllm.json", ROOT / "e2e" / "out" / "protocol-vllm"),
+    "vllm-blind": (ROOT / "benchmarks" / "predictor_runs_vllm_b.json", ROOT / "e2e" / "out" / "protocol-vllm-b"),
+}
+VLLM_SETS["vllm-heldout"] = VLLM_SETS["vllm"]  # its first name (seen since the light/busy diagnosis)
+
+
+def vllm_runs(run_set: str) -> list[Path]:
+    """The finished recordings of one real-vLLM manifest, in its order (a run whose engine exited
+    with an error, `ok` false in its meta.json, is left out)."""
+    manifest, folder = VLLM_SETS[run_set]
+    found = []
+    for run in json.loads(manifest.read_text())["runs"]:
+        path = folder / run["name"]
+        meta = path / "meta.json"
+        if (path / "ground_truth.jsonl").exists() and meta.exists() and json.loads(meta.read_text()).get("ok"):
+            found.append(path)
+    return found
+
+
 def discover_runs(run_set: str | None = None) -> list[Path]:
     """The protocol's finished recordings (e2e/out/protocol/*) of one set of the manifest
-    (`development` or `validation`; None: every recording), then, with no set named, any other
-    e2e/out/* run with ground truth."""
+    (`development`, `validation` or `heldout`; `vllm` / `vllm-blind`: the real-vLLM manifests;
+    None: every recording), then, with no set named, any other e2e/out/* run with ground truth."""
+    if run_set in VLLM_SETS:
+        return vllm_runs(run_set)
     sets = {r["name"]: r.get("set", "development") for r in json.loads(MANIFEST.read_text())["runs"]}
     found = sorted(
         p
@@ -547,11 +578,74 @@ def protocol(runs: list[Path], slo: float, detail: bool, jobs: int = 2) -> int:
     return 0
 
 
+def ticks(run: Path, slo: float = HEADLINE_SLO) -> int:
+    """Per-tick dump of one run, cold: what the engine showed at each scrape, the structural and the
+    published probability, and what happened to the requests that arrived before the next tick (the
+    clients' breach share, the longest engine queue time they had); then, per load stratum, the
+    clients' breach share against the engine's own labels and the mean published probability."""
+    meta_path = run / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    settings = Settings(slo_ttft_seconds=slo, window_seconds=float(meta.get("window_s", 30.0)))
+    sources = scrape_sources(run)
+    qi = QueueIntelligence()
+    qi.label_log = []
+    pubs = replay(sources, settings, qi)
+    rows = score(load_ground_truth(run), pubs, slo)
+    by_tick: dict[int, list[Scored]] = defaultdict(list)
+    for r in rows:
+        by_tick[r.index].append(r)
+    start = pubs[0].time if pubs else 0.0
+    print(
+        f"{'t':>7} {'phase':<9}{'stratum':<8}{'wait':>5}{'run':>5}{'struct':>8}{'publ':>7}"
+        f"{'n':>4}{'breach':>7}{'max q':>7}"
+    )
+    clients: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for i, p in enumerate(pubs):
+        sel = by_tick.get(i, [])
+        stratum = breach_stratum(p.waiting, p.running)
+        queue = [float(r.request.get("engine_queue_s") or 0.0) for r in sel]  # type: ignore[arg-type]
+        for r in sel:
+            acc = clients[stratum]
+            acc[0] += 1
+            acc[1] += r.outcome
+            acc[2] += p.probability or 0.0
+        print(
+            f"{p.time - start:7.1f} {derive_phase(pubs, i):<9}{stratum:<8}{p.waiting:5.0f}{p.running:5.0f}"
+            f"{fmt(p.structural):>8}{fmt(p.probability):>7}{len(sel):4d}"
+            f"{fmt(sum(r.outcome for r in sel) / len(sel) if sel else None, 2):>7}"
+            f"{fmt(max(queue) if queue else None, 2):>7}"
+        )
+    entry = entry_role(sources)
+    labels: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for target, stratum, _, _, outcome, n in qi.label_log:
+        if target == entry:
+            labels[stratum][0] += n
+            labels[stratum][1] += outcome * n
+    print(f"\n{'stratum':<8}{'clients n':>10}{'breach':>8}{'mean p':>8}{'labelled n':>12}{'breach':>8}")
+    for stratum in ("idle", "busy", "queued"):
+        c, lab = clients[stratum], labels[stratum]
+        print(
+            f"{stratum:<8}{c[0]:10.0f}{fmt(c[1] / c[0] if c[0] else None):>8}{fmt(c[2] / c[0] if c[0] else None):>8}"
+            f"{lab[0]:12.0f}{fmt(lab[1] / lab[0] if lab[0] else None):>8}"
+        )
+    return 0
+
+
 def main(argv: list[str]) -> int:
     detail = "--detail" in argv
     legacy = "--legacy" in argv
+    if "--ticks" in argv:
+        named = [Path(a) for a in argv if not a.startswith("--")]
+        if len(named) != 1 or not (named[0] / "scrapes").is_dir() or not (named[0] / "ground_truth.jsonl").exists():
+            print("--ticks needs one run folder with scrapes/ and ground_truth.jsonl")
+            return 2
+        return ticks(named[0])
     run_set = next((a.split("=", 1)[1] for a in argv if a.startswith("--set=")), None)
     argv = [a for a in argv if a not in ("--detail", "--legacy") and not a.startswith("--set=")]
+    known = {str(r.get("set", "development")) for r in json.loads(MANIFEST.read_text())["runs"]} | set(VLLM_SETS)
+    if run_set is not None and run_set not in known:
+        print(f"unknown set {run_set!r}: one of {', '.join(sorted(known))}")
+        return 2
     runs = [Path(a) for a in argv] or discover_runs(run_set)
     runs = [r for r in runs if (r / "scrapes").is_dir() and (r / "ground_truth.jsonl").exists()]
     if not runs:

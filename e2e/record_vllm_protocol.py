@@ -4,7 +4,8 @@ One at a time (one engine needs most of the 2 cores): e2e/scenario.py aggregated
 1 s scrapes, with the manifest's engine arguments, phases and seed, into e2e/out/protocol-vllm/NAME;
 a run whose folder already holds ground truth is skipped. Needs e2e/.venv-engine and e2e/out/model
 (`make e2e` makes both, or e2e/install_engine.sh and e2e/make_model.py).
-Usage: python e2e/record_vllm_protocol.py [NAME ...] [--port-offset 500]
+Usage: python e2e/record_vllm_protocol.py [NAME ...] [--port-offset 500] [--manifest M] [--out DIR]
+(`--manifest benchmarks/predictor_runs_vllm_b.json --out e2e/out/protocol-vllm-b` records the blind set.)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ MANIFEST = HERE.parent / "benchmarks" / "predictor_runs_vllm.json"
 OUT = HERE / "out" / "protocol-vllm"
 
 
-def command(run: dict[str, object], port_offset: int) -> list[str]:
+def command(run: dict[str, object], port_offset: int, out: Path = OUT) -> list[str]:
     return [
         sys.executable,
         str(HERE / "scenario.py"),
@@ -29,7 +30,7 @@ def command(run: dict[str, object], port_offset: int) -> list[str]:
         "--interval",
         "1.0",
         "--out",
-        str(OUT / str(run["name"])),
+        str(out / str(run["name"])),
         "--seed",
         str(run["seed"]),
         "--port-offset",
@@ -44,17 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("names", nargs="*")
     ap.add_argument("--port-offset", type=int, default=500, help="added to the engine's port 8011")
+    ap.add_argument("--manifest", type=Path, default=MANIFEST, help="runs to record")
+    ap.add_argument("--out", type=Path, default=OUT, help="folder that receives one folder per run")
     args = ap.parse_args(argv)
+    out: Path = args.out.resolve()
     failed = 0
-    for run in json.loads(MANIFEST.read_text())["runs"]:
+    for run in json.loads(args.manifest.read_text())["runs"]:
         if args.names and run["name"] not in args.names:
             continue
-        if (OUT / run["name"] / "ground_truth.jsonl").exists():
+        if (out / run["name"] / "ground_truth.jsonl").exists():
             print(f"[record] {run['name']}: recorded already", flush=True)
             continue
-        OUT.mkdir(parents=True, exist_ok=True)
-        with (OUT / f"{run['name']}.log").open("wb") as log:
-            rc = subprocess.call(command(run, args.port_offset), stdout=log, stderr=subprocess.STDOUT)
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / f"{run['name']}.log").open("wb") as log:
+            rc = subprocess.call(command(run, args.port_offset, out), stdout=log, stderr=subprocess.STDOUT)
         print(f"[record] {run['name']}: exit {rc}", flush=True)
         failed += rc != 0
     return 1 if failed else 0

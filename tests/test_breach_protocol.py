@@ -92,12 +92,14 @@ def test_precursors_are_neutral_when_unknown_and_grow_with_pressure() -> None:
     assert features.as_dict()["log_arrivals_over_free_slots"] == pytest.approx(packed.values()[0])
 
 
-def _replay_dynamo(tmp_path: Path, fixtures_dir: Path) -> tuple[QueueIntelligence, list[dict[str, float]], dict]:
+def _replay_dynamo(
+    tmp_path: Path, fixtures_dir: Path, qi: QueueIntelligence | None = None
+) -> tuple[QueueIntelligence, list[dict[str, float]], dict]:
     """The real Dynamo 1.6.1 recording (40 scrapes of d02-ramp, benchmarks/predictor_runs.json):
     the frontend and the mocker worker as two targets, as a sidecar scraping both sees them."""
     with tarfile.open(fixtures_dir / "dynamo-1.6.1-mocker-frontend" / "run.tar.gz") as archive:
         archive.extractall(tmp_path, filter="data")
-    qi = QueueIntelligence()
+    qi = qi or QueueIntelligence()
     windows = {role: TargetWindow(30.0) for role in ("frontend", "aggregated")}
     targets = {role: Target(role, "aggregated", "x") for role in windows}
     scrapes = {role: sorted((tmp_path / "scrapes" / role).glob("*.prom")) for role in windows}
@@ -191,3 +193,18 @@ def test_engine_only_recording_predicts_without_a_frontend(tmp_path: Path, fixtu
     assert any(f["log_arrivals_over_free_slots"] != 0.0 for f in features)  # engine-side arrivals
     report = qi.calibration("aggregated")
     assert report is not None and report.weight >= 50
+
+
+def test_label_log_holds_the_labels_the_calibration_scored(tmp_path: Path, fixtures_dir: Path) -> None:
+    """The diagnosis hook (benchmarks/bench_predictors.py --ticks): off by default; when on, one entry
+    per label formed, the same (published p, breach share, arrivals) the rolling calibration scored."""
+    assert QueueIntelligence().label_log is None
+    qi = QueueIntelligence()
+    qi.label_log = []
+    qi, _, _ = _replay_dynamo(tmp_path, fixtures_dir, qi)
+    mine = [(p, y, n) for target, _, _, p, y, n in qi.label_log if target == "aggregated"]
+    rows = list(qi._targets["aggregated"].calibration.rows)
+    assert mine and [tuple(r) for r in rows] == mine[-len(rows) :]
+    assert {stratum for _, stratum, *_ in qi.label_log} <= {"idle", "busy", "queued"}
+    times = [t for target, _, t, *_ in qi.label_log if target == "aggregated"]
+    assert times == sorted(times)  # labelled in the order the predictions were made
