@@ -290,6 +290,8 @@ def figures_from_ring(
     records (the same figures, computed one transfer at a time)."""
     start = now - window_seconds
     failures = float(sum(e.count for e in ring_errors if e.time is not None and start < e.time <= now))
+    if not len(transfers) and not failures:
+        return []  # no ring read (most targets, every tick): skip the array work
     if isinstance(transfers, TimedTransfers):
         recent = transfers.select((transfers.times > start) & (transfers.times <= now))
         # integer microseconds -> seconds exactly as `NixlTransfer.xfer_seconds` (x / 1e6)

@@ -30,6 +30,7 @@ docs/queueing.md; in short:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -305,6 +306,13 @@ def gamma_quantile(q: float, shape: float, scale: float) -> float:
         raise ValueError("gamma shape and scale must be positive")
     if not 0.0 < q < 1.0:
         raise ValueError("quantile must be inside (0, 1)")
+    return _unit_gamma_quantile(q, shape) * scale
+
+
+@functools.lru_cache(maxsize=512)
+def _unit_gamma_quantile(q: float, shape: float) -> float:
+    """Gamma(shape, 1) quantile; memoized: the sidecar asks for the same two quantiles of the same
+    shapes tick after tick (shape 1/SCV: 1/L_q for an integer queue, the service SCV while steady)."""
     z = NormalDist().inv_cdf(q)
     c = 1 / (9 * shape)
     x = max(1e-12, shape * (1 - c + z * math.sqrt(c)) ** 3)
@@ -325,7 +333,7 @@ def gamma_quantile(q: float, shape: float, scale: float) -> float:
             x = candidate
             break
         x = candidate
-    return x * scale
+    return x
 
 
 def gamma_survival(t: float, mean: float, scv: float) -> float:
