@@ -40,7 +40,7 @@ TRACES: dict[str, Trace] = {
             ("low", 180, 3.0, 3.0, MIXED_P, MIXED_O),
             ("high", 600, 12.0, 12.0, MIXED_P, MIXED_O),
             ("low2", 240, 3.0, 3.0, MIXED_P, MIXED_O),
-        ), peak_replicas=4, steps=(180.0,), peak_pd=(2, 2)),
+        ), peak_replicas=4, steps=(180.0,), peak_pd=(2, 4)),
         # The "step ramp": a staircase up, then back down.
         Trace("step-ramp", (
             ("s3", 180, 3.0, 3.0, MIXED_P, MIXED_O),
