@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench soak e2e demo-live clean system-deps docker-smoke fleet fleet-ci
+.PHONY: setup demo test lint bench soak e2e demo-live clean system-deps docker-smoke fleet fleet-ci fleet-pd
 
 # Set-up prints two lines; pip's own output goes to $(SETUP_LOG), shown only when it fails.
 SETUP_LOG := $(VENV)/setup.log
@@ -59,6 +59,10 @@ clean:
 
 fleet: $(STAMP)
 	$(PY) benchmarks/fleet/run.py --matrix
+
+# P/D fleet (a prefill pool and a decode pool, docs/fleet.md "P/D fleet"): the traces and policies of its table
+fleet-pd: $(STAMP)
+	$(PY) benchmarks/fleet/run.py --mode pd --trace step --trace mix-shift --policy phaselens --policy production-stack --policy static
 
 fleet-ci: $(STAMP)
 	$(PY) benchmarks/fleet/run.py --trace ci-step --policy phaselens --policy production-stack --out benchmarks/fleet/out/ci --check

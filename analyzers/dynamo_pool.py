@@ -34,6 +34,19 @@ vLLM's own prefill/decode time histograms (then analyzers.pool has the better da
                utilization as above; no transfer time (Dynamo 1.6.1 exports no measured
                KV-transfer time: the router's `kv_transfer_estimated_latency_seconds` is its own
                estimate, so that cost component is left out).
+
+The prefill pool's queue (P/D, whenever the frontend routes to a prefill worker): with the KV
+router's queue on (`--router-queue-threshold`) Dynamo holds requests in the frontend until a
+prefill worker has room, so the prefill pool's queue is there, not in any prefill worker (and the
+mocker's prefill worker exports no queue at all). It is exported for the pool it waits for,
+labelled target="pool", role="prefill", engine="all", so the recording rules' per-role sums add it
+to the prefill pool:
+  phaselens_prefill_queue_depth     the router's queued requests for prefill workers
+  phaselens_prefill_backlog_seconds its drain time in one pod's seconds, queued x n / finished per
+               second (n = prefill workers the frontend routes to; finished = the frontend's
+               request rate over the window): the same unit as the per-pod drain-time backlog
+               (analyzers.backlog), whose pool sum is queued / (rate per pod). 0 when nothing is
+               queued; absent while requests are queued and none finished in the window.
 Pure: findings carry `issues` (stable event names) for the caller to log; no I/O, no clock.
 """
 
@@ -42,6 +55,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from phaselens.analyzers.backlog import finished_per_second
 from phaselens.analyzers.disaggregation import DisaggregationInputs, disaggregation_score
 from phaselens.analyzers.kv_cache import clamp01, kv_utilization
 from phaselens.analyzers.phase import Moments, PhaseTimes, pool_phase_load_with_admission, prefill_time_share
@@ -176,7 +190,9 @@ def analyze_dynamo(
             elif workers:  # some workers are scraped, this one is not (or its id does not match)
                 issues.append(Issue("dynamo_worker_unjoined",
                                     {"target": target.name, "worker_id": wid, "worker_type": wtype}))
-        _pool_signals(fw, WindowView(window, horizon), workers, settings, sink)
+        view = WindowView(window, horizon)
+        _pool_signals(fw, view, workers, settings, sink)
+        _prefill_router_queue(fw, view, sink)
     if frontends:
         for wid, (target, _) in sorted(workers.items()):
             if wid not in listed:
@@ -238,6 +254,34 @@ def _pool_signals(
         sink.add("phaselens_disaggregation_score", base, score.score)
         for component, value in score.components.items():
             sink.add("phaselens_disaggregation_component_ratio", base, value, component=component)
+
+
+PREFILL_ROLE = "prefill"
+
+
+def router_prefill_backlog(queued: float, prefill_workers: int, finished_per_s: float | None) -> float | None:
+    """The router's prefill queue in one pod's seconds of work: queued / (finished per second per
+    prefill worker). 0 when nothing is queued; None when requests wait and the rate is unknown."""
+    if queued <= 0:
+        return 0.0
+    if finished_per_s is None or finished_per_s <= 0 or prefill_workers <= 0:
+        return None
+    return queued * prefill_workers / finished_per_s
+
+
+def _prefill_router_queue(fw: FrontendWorkers, view: WindowView, sink: SignalSink) -> None:
+    """The prefill pool's queue held in the frontend's KV router (module docstring)."""
+    prefill_workers = sum(1 for t in fw.workers.values() if t == "prefill")
+    group = _frontend_group(view, fw.model)
+    if prefill_workers == 0 or group is None:
+        return
+    queued = view.gauge(c.DYNAMO_ROUTER_QUEUED_REQUESTS, group, {"worker_type": "prefill"})
+    if queued is None:
+        return  # a Dynamo without the router queue's metrics
+    base = {"target": POOL_TARGET, "role": PREFILL_ROLE, "model_name": fw.model, "engine": POOL_ENGINE}
+    sink.add("phaselens_prefill_queue_depth", base, queued)
+    finished = finished_per_second(view, group) if queued > 0 else None
+    sink.add("phaselens_prefill_backlog_seconds", base, router_prefill_backlog(queued, prefill_workers, finished))
 
 
 def _vllm_phase_times(ids: list[str], workers: Mapping[str, tuple[Target, TargetWindow]]) -> bool:

@@ -364,9 +364,15 @@ DYNAMO_COVERAGE: dict[str, str] = {
     # (tests/fixtures/dynamo-1.6.1-mocker-*). "frontend" = a target scraping the frontend's /metrics.
     "phaselens_prefill_queue_depth": "frontend: requests in the preprocess/route/dispatch stages (includes "
     "requests being routed, not only queued); workers: the mocker's vllm:num_requests_waiting. A P/D "
-    "prefill worker exports no queue at all.",
-    "phaselens_prefill_backlog_seconds": "0 when nothing waits; absent while requests wait: neither the "
-    "mocker nor the frontend exports a prompt-token counter, so the prefill rate V_P is unknown.",
+    "prefill worker exports no queue at all: in P/D the prefill pool's queue is the frontend's KV-router "
+    "queue (dynamo_frontend_router_queue_pending_requests{worker_type=\"prefill\"}, filled only with "
+    "--router-queue-threshold), exported by the frontend's sidecar as target=\"pool\", role=\"prefill\" so "
+    "the per-role recording rules add it to the prefill pool.",
+    "phaselens_prefill_backlog_seconds": "workers: the queue's drain time (queue / requests finished per "
+    "second; no prompt-token counter, so V_P is unknown); 0 when nothing waits. P/D prefill pool "
+    "(frontend, target=\"pool\", role=\"prefill\"): the router's queued prefill requests x prefill workers "
+    "the frontend routes to / the frontend's finished requests per second, one pod's seconds as the "
+    "per-pod drain time; the prefill HPA's input.",
     "phaselens_decode_kv_utilization_ratio": "workers: vllm:kv_cache_usage_perc (aggregated and P/D "
     "decode workers); a P/D prefill worker has none; the frontend only has per-worker active decode blocks "
     "(used by the pool analysis, not exported per target).",

@@ -16,7 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from phaselens.analyzers.dynamo_pool import analyze_dynamo, frontend_workers, is_frontend, worker_id
+from phaselens.analyzers.dynamo_pool import (
+    analyze_dynamo,
+    frontend_workers,
+    is_frontend,
+    router_prefill_backlog,
+    worker_id,
+)
 from phaselens.analyzers.target import analyze_target
 from phaselens.analyzers.window import TargetWindow
 from phaselens.dynamo_stage import DynamoStage
@@ -308,7 +314,10 @@ def test_workers_with_vllm_phase_histograms_are_left_to_the_generic_pool_analyze
         'vllm:request_prefill_time_seconds_count{engine="0",model_name="tiny"} 1\n'
     )
     found = analyze_dynamo(pd_windows(pd, decode=lambda t: t + vllm_times), SETTINGS)
-    assert found.signals == [] and found.issues == []
+    # no pool signal; only the router's prefill queue, which is the frontend's whatever the workers
+    assert {(s.name, label_value(s.labels, "role")) for s in found.signals} == {
+        ("phaselens_prefill_queue_depth", "prefill"), ("phaselens_prefill_backlog_seconds", "prefill")}
+    assert found.issues == []
     assert set(found.joined.values()) == {"prefill", "decode"}
 
 
@@ -327,3 +336,85 @@ def test_a_frontend_gone_is_reported_as_such_not_as_every_worker_gone(
     assert "dynamo_worker_gone" not in events
     assert list(signals) == []  # no pool signal without the frontend
     assert "dynamo_issue_cleared" in events
+
+
+# ---------------------------------------------------------------------- P/D: the prefill queue in the router
+
+
+@pytest.fixture(scope="module")
+def rq(tmp_path_factory: pytest.TempPathFactory) -> Texts:
+    return load("dynamo-1.6.1-mocker-pd-router-queue", tmp_path_factory)
+
+
+PREFILL_POOL = {"target": "pool", "role": "prefill", "engine": "all", "model_name": "tiny"}
+
+
+def _router_queued(text: str) -> float:
+    return raw_sum(text, "dynamo_frontend_router_queue_pending_requests", worker_type="prefill")
+
+
+def test_router_queue_maps_per_pool(rq: Texts) -> None:
+    for text in rq["frontend"]:
+        s = snap(text)
+        for wtype in ("prefill", "decode"):
+            labels = (("engine", "0"), ("model_name", "tiny"), ("worker_type", wtype))
+            got = s.scalars[(c.DYNAMO_ROUTER_QUEUED_REQUESTS, labels)]
+            assert got == raw_sum(text, "dynamo_frontend_router_queue_pending_requests", worker_type=wtype)
+    # the capture holds a real queue in the router while the prefill worker holds at most a few
+    assert max(_router_queued(t) for t in rq["frontend"]) >= 40
+    inflight = [raw_sum(t, "dynamo_component_inflight_requests", dynamo_endpoint="generate") for t in rq["prefill"]]
+    assert max(inflight) <= 5
+    assert not any(name.startswith("vllm:") for name in parse_exposition(rq["prefill"][-1]).families)
+
+
+def _frontend_only(texts: list[str]) -> dict[str, tuple[Target, TargetWindow]]:
+    """What the frontend pod's own sidecar sees: the frontend, no worker."""
+    return {"frontend": (FRONTEND, window(texts))}
+
+
+def test_the_frontends_sidecar_exports_the_router_queue_for_the_prefill_pool(rq: Texts) -> None:
+    texts = rq["frontend"]
+    peak = max(range(len(texts)), key=lambda i: _router_queued(texts[i]))
+    seen = texts[: peak + 1]
+    found = analyze_dynamo(_frontend_only(seen), SETTINGS)
+    queued = _router_queued(seen[-1])
+    assert value(found.signals, "phaselens_prefill_queue_depth", **PREFILL_POOL) == queued > 0
+    # drain time in one pod's seconds: queued x prefill workers / requests finished per second,
+    # the rate from the frontend's request-duration count over the window (computed from the raw text)
+    end = snap(seen[-1]).time
+    inside = [t for t in seen if snap(t).time >= end - SETTINGS.window_seconds]
+    finished = _delta(inside[0], inside[-1], "dynamo_frontend_request_duration_seconds_count")
+    rate = finished / (snap(inside[-1]).time - snap(inside[0]).time)
+    prefill_workers = sum(1 for t in frontend_workers("frontend", snap(seen[-1]))[0].workers.values() if t == "prefill")
+    assert prefill_workers == 1
+    backlog = value(found.signals, "phaselens_prefill_backlog_seconds", **PREFILL_POOL)
+    assert backlog == pytest.approx(queued * prefill_workers / rate, rel=1e-6)
+    assert backlog > 1.5  # the HPA's per-pod target: this queue asks for more prefill pods
+    # nothing of it under the frontend's own role or the pool's P/D role
+    assert value(found.signals, "phaselens_prefill_backlog_seconds", role="aggregated") is None
+    assert value(found.signals, "phaselens_prefill_backlog_seconds", role="pool") is None
+
+
+def test_an_empty_router_queue_is_a_measured_zero(rq: Texts, pd: Texts) -> None:
+    texts = rq["frontend"]
+    assert _router_queued(texts[-1]) == 0
+    found = analyze_dynamo(_frontend_only(texts), SETTINGS)
+    assert value(found.signals, "phaselens_prefill_queue_depth", **PREFILL_POOL) == 0.0
+    assert value(found.signals, "phaselens_prefill_backlog_seconds", **PREFILL_POOL) == 0.0
+    # without --router-queue-threshold the router queues nothing (requests wait inside the prefill
+    # worker, which a mocker does not export): the router's queue reads 0
+    found = analyze_dynamo(_frontend_only(pd["frontend"]), SETTINGS)
+    assert value(found.signals, "phaselens_prefill_queue_depth", **PREFILL_POOL) == 0.0
+
+
+def test_an_aggregated_frontend_exports_no_prefill_pool_queue(agg: Texts) -> None:
+    found = analyze_dynamo({"frontend": (FRONTEND, window(agg["frontend"]))}, SETTINGS)
+    assert value(found.signals, "phaselens_prefill_queue_depth", role="prefill") is None
+
+
+def test_router_prefill_backlog_formula() -> None:
+    assert router_prefill_backlog(0.0, 3, None) == 0.0
+    assert router_prefill_backlog(12.0, 3, 6.0) == pytest.approx(6.0)  # 12 queued / (2 per pod per s)
+    assert router_prefill_backlog(12.0, 3, None) is None
+    assert router_prefill_backlog(12.0, 3, 0.0) is None
+    assert router_prefill_backlog(12.0, 0, 6.0) is None

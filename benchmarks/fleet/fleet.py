@@ -1,6 +1,7 @@
-"""The fleet: a real Dynamo frontend (KV router) and a pool of mocker workers, a `phaselens run`
-sidecar beside each worker and beside the frontend (as in pods), and a real Prometheus scraping
-every sidecar and every engine. Workers are added and removed while it runs.
+"""The fleet: a real Dynamo frontend (KV router) and pools of mocker workers (one aggregated pool,
+or a prefill pool and a decode pool), a `phaselens run` sidecar beside each worker and beside the
+frontend (as in pods), and a real Prometheus scraping every sidecar and every engine. Workers are
+added and removed while it runs, per pool.
 
 A worker's life, as a pod's: `created` (the controller asked for it; it counts as a replica and
 costs replica-seconds from here), a cold start, `ready` (the frontend routes to it), `stopping`
@@ -17,6 +18,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -32,6 +34,7 @@ import procs  # noqa: E402
 import prom  # noqa: E402
 
 NAMESPACE = "fleet"
+AGGREGATED = "aggregated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,17 @@ class FleetConfig:
     worker: dynamo.MockerSpec  # template; name and port are set per worker
     phaselens: tuple[str, ...]
     prometheus_binary: str = "prometheus"
+    # P/D: one template per pool role ("prefill", "decode"), each with its --disaggregation-mode;
+    # empty = one aggregated pool of `worker`.
+    pool_workers: Mapping[str, dynamo.MockerSpec] = field(default_factory=dict)
+    frontend_extra: tuple[str, ...] = ()
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(self.pool_workers) or (AGGREGATED,)
+
+    def template(self, role: str) -> dynamo.MockerSpec:
+        return self.pool_workers[role] if self.pool_workers else self.worker
 
 
 @dataclass
@@ -56,6 +70,7 @@ class Worker:
     spec: dynamo.MockerSpec
     sidecar_port: int
     created: float
+    role: str = AGGREGATED
     started: float | None = None
     ready: float | None = None
     stopping: float | None = None
@@ -73,7 +88,7 @@ class Fleet:
     events: list[dict[str, object]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.dep = dynamo.Deployment(self.out, http_port=self.cfg.port_base)
+        self.dep = dynamo.Deployment(self.out, http_port=self.cfg.port_base, frontend_extra=self.cfg.frontend_extra)
         self.prom_port = self.cfg.port_base + 1
         self.frontend_sidecar_port = self.cfg.port_base + 2
         self.prom_dir = self.out / "prometheus"
@@ -96,8 +111,9 @@ class Fleet:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self, replicas: int) -> None:
+    def start(self, replicas: int | Mapping[str, int]) -> None:
         cfg = self.cfg
+        per_role = replicas if isinstance(replicas, Mapping) else {AGGREGATED: replicas}
         rules = prom.compressed_rules(cfg.compression)
         self._ksm = ksm.serve(cfg.port_base + 3, self._pods, NAMESPACE)
         config = prom.write_config(self.prom_dir, cfg.scrape_interval_s, cfg.eval_interval_s, rules,
@@ -107,12 +123,14 @@ class Fleet:
             self.out / "prometheus.log",
         ))  # fmt: skip
         self.dep.start_frontend()
-        for _ in range(replicas):
-            self._create(cold=False)
-        self.dep.wait_ready(timeout_s=120, workers=replicas)
+        for role in cfg.roles:
+            for _ in range(per_role[role]):
+                self._create(cold=False, role=role)
+        self.dep.wait_ready(timeout_s=120, workers=sum(per_role[r] for r in cfg.roles))
+        # The frontend serves whole requests: role "aggregated" (README, "NVIDIA Dynamo"), in P/D too.
         self._others.append(procs.start(
             "sidecar-frontend",
-            self._sidecar_argv([f"aggregated={self.dep.frontend_metrics_url}"], self.frontend_sidecar_port),
+            self._sidecar_argv([f"{AGGREGATED}={self.dep.frontend_metrics_url}"], self.frontend_sidecar_port),
             self.out / "sidecar-frontend.log",
         ))  # fmt: skip
         procs.wait_http(f"{self.prom_url}/-/ready", 60, self._others)
@@ -137,16 +155,16 @@ class Fleet:
             "--slo-itl", str(cfg.slo_itl_s),
             "--engine", "dynamo",
             # The mocker worker does not export its batch cap; an operator knows it from the engine args.
-            "--max-num-seqs", str(cfg.worker.max_num_seqs),
+            "--max-num-seqs", str(max(cfg.template(r).max_num_seqs for r in cfg.roles)),
             "--log-level", "warning",
         ]  # fmt: skip
 
-    def _create(self, cold: bool) -> Worker:
+    def _create(self, cold: bool, role: str = AGGREGATED) -> Worker:
         self._serial += 1
-        name = f"w{self._serial:02d}"
+        name = f"{role[0] if self.cfg.pool_workers else 'w'}{self._serial:02d}"
         port = self.cfg.port_base + 100 + 2 * self._serial
-        spec = dynamo.MockerSpec(**{**_spec_fields(self.cfg.worker), "name": name, "system_port": port})
-        w = Worker(name, spec, port + 1, created=time.time())
+        spec = dynamo.MockerSpec(**{**_spec_fields(self.cfg.template(role)), "name": name, "system_port": port})
+        w = Worker(name, spec, port + 1, created=time.time(), role=role)
         self.workers.append(w)
         self._event("created", w)
         if cold:
@@ -173,7 +191,7 @@ class Fleet:
         w.started = time.time()
         w.sidecar = procs.start(
             f"sidecar-{w.name}",
-            self._sidecar_argv([f"aggregated={w.spec.metrics_url}"], w.sidecar_port),
+            self._sidecar_argv([f"{w.role}={w.spec.metrics_url}"], w.sidecar_port),
             self.out / f"sidecar-{w.name}.log",
         )
         self._event("process_started", w)
@@ -183,18 +201,19 @@ class Fleet:
 
     # ------------------------------------------------------------------ scaling
 
-    def active(self) -> list[Worker]:
-        """Replicas the controller counts: created and not being stopped (a Deployment's replicas)."""
-        return [w for w in self.workers if w.stopping is None]
+    def active(self, role: str | None = None) -> list[Worker]:
+        """Replicas the controller counts: created and not being stopped (a Deployment's replicas);
+        one pool's when `role` is given."""
+        return [w for w in self.workers if w.stopping is None and (role is None or w.role == role)]
 
-    def ready_count(self) -> int:
-        return sum(1 for w in self.active() if w.ready is not None)
+    def ready_count(self, role: str | None = None) -> int:
+        return sum(1 for w in self.active(role) if w.ready is not None)
 
-    def scale_to(self, n: int) -> None:
+    def scale_to(self, n: int, role: str = AGGREGATED) -> None:
         with self._lock:
-            active = self.active()
+            active = self.active(role)
             for _ in range(n - len(active)):
-                self._create(cold=True)
+                self._create(cold=True, role=role)
             # Scale-down removes the newest replicas first; not-ready ones go before ready ones.
             victims = sorted(active, key=lambda w: (w.ready is not None, -w.created))[: max(0, len(active) - n)]
             for w in victims:
@@ -233,15 +252,15 @@ class Fleet:
 
     def _pods(self) -> list[tuple[str, str, bool]]:
         """Replicas as kube-state-metrics would list them: created, not yet stopped; Pending until ready."""
-        return [(w.name, "aggregated", w.ready is None) for w in list(self.workers) if w.stopping is None]
+        return [(w.name, w.role, w.ready is None) for w in list(self.workers) if w.stopping is None]
 
     def _write_targets(self) -> None:
         targets = [prom.ScrapeTarget("phaselens", f"127.0.0.1:{self.frontend_sidecar_port}", "frontend", "frontend"),
                    prom.ScrapeTarget("engine", f"127.0.0.1:{self.cfg.port_base}", "frontend", "frontend")]
         for w in list(self.workers):
             if w.proc is not None and w.stopped is None:
-                targets.append(prom.ScrapeTarget("phaselens", f"127.0.0.1:{w.sidecar_port}", w.name, "aggregated"))
-                targets.append(prom.ScrapeTarget("engine", f"127.0.0.1:{w.spec.system_port}", w.name, "aggregated"))
+                targets.append(prom.ScrapeTarget("phaselens", f"127.0.0.1:{w.sidecar_port}", w.name, w.role))
+                targets.append(prom.ScrapeTarget("engine", f"127.0.0.1:{w.spec.system_port}", w.name, w.role))
         with contextlib.suppress(OSError):
             prom.write_targets(self.prom_dir, targets, NAMESPACE)
 
@@ -270,7 +289,7 @@ class Fleet:
 
     def lifetimes(self) -> list[dict[str, object]]:
         return [
-            {"name": w.name, "created": w.created, "started": w.started, "ready": w.ready,
+            {"name": w.name, "role": w.role, "created": w.created, "started": w.started, "ready": w.ready,
              "stopping": w.stopping, "stopped": w.stopped}
             for w in self.workers
         ]  # fmt: skip

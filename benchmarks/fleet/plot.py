@@ -1,4 +1,4 @@
-"""One PNG per run: offered load, replicas (created and ready), SLO attainment per window."""
+"""One PNG per run: offered load, replicas (created and ready; per pool in P/D), SLO attainment per window."""
 
 from __future__ import annotations
 
@@ -29,17 +29,26 @@ def plot_run(out: Path, trace: traces.Trace, k: float, window_sim_s: float) -> P
     # replicas over time
     grid = [i * 5.0 for i in range(int(end / 5.0) + 1)]
 
-    def count(field: str, t: float) -> int:
+    def count(field: str, t: float, role: str | None = None) -> int:
         n = 0
         for w in workers:
+            if role is not None and w.get("role", "aggregated") != role:
+                continue
             a = w[field]
             b = w["stopping"] if w["stopping"] is not None else None
             if a is not None and (a - t0) * k <= t and (b is None or (b - t0) * k > t):
                 n += 1
         return n
 
-    axes[1].step(grid, [count("created", t) for t in grid], where="post", label="replicas")
-    axes[1].step(grid, [count("ready", t) for t in grid], where="post", label="ready")
+    roles = sorted({w.get("role", "aggregated") for w in workers}, reverse=True)  # prefill before decode
+    if len(roles) > 1:  # P/D: one line per pool
+        for role in roles:
+            line = axes[1].step(grid, [count("created", t, role) for t in grid], where="post", label=role)
+            axes[1].step(grid, [count("ready", t, role) for t in grid], where="post", ls=":",
+                         color=line[0].get_color(), label=f"{role} ready")  # fmt: skip
+    else:
+        axes[1].step(grid, [count("created", t) for t in grid], where="post", label="replicas")
+        axes[1].step(grid, [count("ready", t) for t in grid], where="post", label="ready")
     axes[1].set_ylabel("replicas")
     axes[1].legend(loc="upper left", fontsize=8)
     ws = result["windows"]

@@ -7,6 +7,11 @@ PromQL that feeds its metrics. Every duration is compressed by the lab's factor 
 - llm-d-wva: baselines/llm-d-wva-hpa.yaml (the saturation analyzer's desired replicas);
 - gpu-util: baselines/gpu-utilization-hpa.yaml (busy fraction, 70 %);
 - static: a fixed pool sized for the trace's peak.
+
+P/D (`role` "prefill" or "decode"): one policy per pool, scaled independently. phaselens reads
+the base HPA with the pool's overlay patch (deploy/kubernetes/overlays/disaggregated/<role>/
+hpa-patch.yaml); a baseline applies its rule to that pool's own workers' series (its query's
+`pod_role="aggregated"` becomes the pool's role).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 NAMESPACE = "fleet"
 ROLE = "aggregated"
+PD_ROLES = ("prefill", "decode")
+OVERLAYS = REPO / "deploy" / "kubernetes" / "overlays" / "disaggregated"
 POLICIES = ("phaselens", "production-stack", "llm-d-wva", "gpu-util", "static")
 
 
@@ -63,26 +70,40 @@ def _manifest(path: Path) -> dict[str, Any]:
     return dict(next(d for d in yaml.safe_load_all(path.read_text()) if d))
 
 
-def load(name: str, compression: float, static_replicas: int = 1) -> Policy:
+def for_pool(promql: str, role: str) -> str:
+    """A baseline's query on one pool's workers: its aggregated-pool matcher, re-pointed."""
+    if role == ROLE:
+        return promql
+    if f'pod_role="{ROLE}"' not in promql:
+        raise ValueError(f"cannot point the query at the {role} pool: {promql}")
+    return promql.replace(f'pod_role="{ROLE}"', f'pod_role="{role}"')
+
+
+def load(name: str, compression: float, static_replicas: int = 1, role: str = ROLE) -> Policy:
+    if role != ROLE and role not in PD_ROLES:
+        raise ValueError(f"unknown pool role {role!r}")
     if name == "phaselens":
         path = REPO / "deploy" / "kubernetes" / "base" / "hpa.yaml"
-        spec = hpa.load_hpa(path)
+        patch = None if role == ROLE else OVERLAYS / role / "hpa-patch.yaml"
+        spec = hpa.load_hpa(path, patch)
         queries = {}
         for m in spec.metrics:
             sel = ",".join(f'{k}="{v}"' for k, v in {"namespace": NAMESPACE, **m.selector}.items())
             queries[m.name] = f"sum({adapter_series(m.name)}{{{sel}}})"
-        return Policy(name, spec.scaled(compression), queries, str(path.relative_to(REPO)))
+        source = str(path.relative_to(REPO)) + ("" if patch is None else f" + {patch.relative_to(REPO)}")
+        return Policy(name, spec.scaled(compression), queries, source)
     if name == "production-stack":
         path = HERE / "baselines" / "production-stack-keda.yaml"
         spec, triggers = hpa.load_scaled_object(path, "production-stack")
-        queries = {str(t.get("name") or t["type"]): prom.compress_ranges(t["metadata"]["query"], compression)
+        queries = {str(t.get("name") or t["type"]):
+                   for_pool(prom.compress_ranges(t["metadata"]["query"], compression), role)
                    for t in triggers}  # fmt: skip
         return Policy(name, spec.scaled(compression), queries, str(path.relative_to(REPO)))
     if name in ("gpu-util", "llm-d-wva"):
         path = HERE / "baselines" / ("gpu-utilization-hpa.yaml" if name == "gpu-util" else "llm-d-wva-hpa.yaml")
         doc = _manifest(path)
         spec = hpa.parse_hpa(doc)
-        queries = {k: prom.compress_ranges(v, compression)
+        queries = {k: for_pool(prom.compress_ranges(v, compression), role)
                    for k, v in _annotations(doc, "fleet.phaselens.io/query.").items()}  # fmt: skip
         wva = None
         if name == "llm-d-wva":

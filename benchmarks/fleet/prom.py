@@ -83,11 +83,13 @@ def write_config(
                 "file_sd_configs": [{"files": [str(folder / "sd-phaselens.json")], "refresh_interval": "1s"}],
                 # The frontend's sidecar watches the frontend, which serves whole requests (role
                 # "aggregated" in the sidecar). It is a pod of its own, not one of the pool's
-                # replicas: give its series the role of its pod so the pool sums skip it.
+                # replicas: give those series the role of its pod so the aggregated pool's sums
+                # skip it. In P/D the same sidecar also exports the prefill pool's queue held in
+                # the frontend's router (role "prefill"): that one stays the prefill pool's.
                 "metric_relabel_configs": [
                     {
-                        "source_labels": ["pod_role"],
-                        "regex": "frontend",
+                        "source_labels": ["pod_role", "role"],
+                        "regex": "frontend;aggregated",
                         "target_label": "role",
                         "replacement": "frontend",
                     }

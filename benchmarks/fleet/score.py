@@ -8,12 +8,13 @@ of each replica (created, ready, stopped) and of each controller decision. Pure 
   period, in sim seconds (a starting replica costs: its GPU is allocated);
 - reaction time: from a load step to the first replica created after it becoming ready (sim s);
 - direction changes: times the scale direction reversed (up then down, or down then up).
+P/D: the same per pool (`pool_scores`); attainment is the user's, one for the whole fleet.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,34 @@ def direction_changes(decisions: Sequence[tuple[int, int]]) -> int:
                 changes += 1
             last = d
     return changes
+
+
+@dataclass(frozen=True, slots=True)
+class PoolScore:
+    """One pool's share of a P/D run (replica-seconds, reaction, reversals, peak size)."""
+
+    replica_seconds: float
+    reaction_s: tuple[float | None, ...]
+    direction_changes: int
+    max_replicas: int
+
+
+def pool_scores(
+    workers: Sequence[dict[str, Any]], decisions: Mapping[str, Sequence[tuple[int, int]]], *,
+    t0: float, length_sim_s: float, k: float, steps_sim_s: Sequence[float],
+) -> dict[str, PoolScore]:
+    """Per pool (the workers' `role`): each pool is scaled by its own controller and scored on its own."""
+    out = {}
+    steps = [t0 + s / k for s in steps_sim_s]
+    for role, ds in decisions.items():
+        mine = [w for w in workers if w.get("role", "aggregated") == role]
+        out[role] = PoolScore(
+            replica_seconds=replica_seconds(mine, t0, t0 + length_sim_s / k) * k,
+            reaction_s=tuple(None if r is None else r * k for r in reaction_times(mine, steps)),
+            direction_changes=direction_changes(ds),
+            max_replicas=max((d for _, d in ds), default=0),
+        )
+    return out
 
 
 def score(gt: Path, workers: Sequence[dict[str, Any]], decisions: Sequence[tuple[int, int]], *,

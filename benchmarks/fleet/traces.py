@@ -3,8 +3,9 @@ load client's open-loop phases with every duration divided by K. Arrival rates a
 shapes are per wall second: requests are not compressed (see docs/fleet.md, "Time scale").
 
 Each phase: (name, sim seconds, rate at start, rate at end, prompt words, output tokens).
-`peak_replicas` sizes the static pool; `steps` are the sim times of the load steps that the
-reaction time is measured from.
+`peak_replicas` sizes the static pool; `peak_pd` the static P/D pools (prefill, decode), from the
+capacity of the lab's P/D workers (docs/fleet.md, "P/D fleet"); `steps` are the sim times of the
+load steps that the reaction time is measured from.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Trace:
     peak_replicas: int
     steps: tuple[float, ...] = ()
     warmup_s: float = 120.0  # sim seconds excluded from the SLO check (the pool's first minutes)
+    peak_pd: tuple[int, int] = (2, 2)  # static P/D pools: (prefill, decode) replicas
 
     @property
     def seconds(self) -> float:
@@ -38,7 +40,7 @@ TRACES: dict[str, Trace] = {
             ("low", 180, 3.0, 3.0, MIXED_P, MIXED_O),
             ("high", 600, 12.0, 12.0, MIXED_P, MIXED_O),
             ("low2", 240, 3.0, 3.0, MIXED_P, MIXED_O),
-        ), peak_replicas=4, steps=(180.0,)),
+        ), peak_replicas=4, steps=(180.0,), peak_pd=(2, 4)),
         # The issue's "step ramp": a staircase up, then back down.
         Trace("step-ramp", (
             ("s3", 180, 3.0, 3.0, MIXED_P, MIXED_O),
@@ -64,17 +66,17 @@ TRACES: dict[str, Trace] = {
             ("low", 180, 2.0, 2.0, (600, 1200), (4, 12)),
             ("high", 600, 10.0, 10.0, (600, 1200), (4, 12)),
             ("low2", 180, 2.0, 2.0, (600, 1200), (4, 12)),
-        ), peak_replicas=4, steps=(180.0,)),
+        ), peak_replicas=4, steps=(180.0,), peak_pd=(3, 2)),
         Trace("decode-heavy", (
             ("low", 180, 1.5, 1.5, (20, 60), (100, 200)),
             ("high", 600, 8.0, 8.0, (20, 60), (100, 200)),
             ("low2", 180, 1.5, 1.5, (20, 60), (100, 200)),
-        ), peak_replicas=4, steps=(180.0,)),
+        ), peak_replicas=4, steps=(180.0,), peak_pd=(1, 4)),
         Trace("mix-shift", (
             ("warm", 180, 3.0, 3.0, MIXED_P, MIXED_O),
             ("prefill", 420, 10.0, 10.0, (600, 1200), (4, 12)),
             ("decode", 420, 8.0, 8.0, (20, 60), (100, 200)),
-        ), peak_replicas=4, steps=(180.0, 600.0)),
+        ), peak_replicas=4, steps=(180.0, 600.0), peak_pd=(3, 4)),
         # The CI trace: one step up, short.
         Trace("ci-step", (
             ("low", 150, 3.0, 3.0, MIXED_P, MIXED_O),

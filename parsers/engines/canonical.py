@@ -41,6 +41,9 @@ DYNAMO_WORKER_ACTIVE_PREFILL_TOKENS: Final = "dynamo_worker_active_prefill_token
 DYNAMO_WORKER_ACTIVE_DECODE_BLOCKS: Final = "dynamo_worker_active_decode_blocks"
 DYNAMO_WORKER_LAST_TTFT_SECONDS: Final = "dynamo_worker_last_ttft_seconds"
 DYNAMO_WORKER_LAST_ITL_SECONDS: Final = "dynamo_worker_last_itl_seconds"
+# Dynamo frontend: requests held in the KV router's own queue (`--router-queue-threshold`), extra
+# label `worker_type` (the pool they wait for). In P/D the prefill queue lives here, not in a worker.
+DYNAMO_ROUTER_QUEUED_REQUESTS: Final = "dynamo_router_queued_requests"
 
 # --- counters (cumulative values)
 PROMPT_TOKENS: Final = "prompt_tokens"
@@ -133,7 +136,7 @@ COUNT_GAUGES: Final = frozenset(
      INFLIGHT_REQUESTS, KV_USED_TOKENS, KV_AVAILABLE_TOKENS, KV_EVICTABLE_TOKENS, HOST_KV_USED_TOKENS,
      HOST_KV_TOTAL_TOKENS, GENERATION_THROUGHPUT_GAUGE, PD_PREFILL_BOOTSTRAP_QUEUE, PD_PREFILL_INFLIGHT_QUEUE,
      PD_DECODE_PREALLOC_QUEUE, PD_DECODE_TRANSFER_QUEUE, DYNAMO_WORKER_ACTIVE_PREFILL_TOKENS,
-     DYNAMO_WORKER_ACTIVE_DECODE_BLOCKS}
+     DYNAMO_WORKER_ACTIVE_DECODE_BLOCKS, DYNAMO_ROUTER_QUEUED_REQUESTS}
 )
 """Gauges that count things (or a rate of them): finite and >= 0; summed across models."""
 LATEST_GAUGES: Final = frozenset({DYNAMO_WORKER_LAST_TTFT_SECONDS, DYNAMO_WORKER_LAST_ITL_SECONDS})

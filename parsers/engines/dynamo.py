@@ -99,6 +99,11 @@ DYNAMO_RULES: Final[tuple[tuple[str, Rule], ...]] = (
     ("dynamo_frontend_worker_active_decode_blocks", _worker_gauge(c.DYNAMO_WORKER_ACTIVE_DECODE_BLOCKS)),
     ("dynamo_frontend_worker_last_time_to_first_token_seconds", _worker_gauge(c.DYNAMO_WORKER_LAST_TTFT_SECONDS)),
     ("dynamo_frontend_worker_last_inter_token_latency_seconds", _worker_gauge(c.DYNAMO_WORKER_LAST_ITL_SECONDS)),
+    # KV router's queue (in the frontend process; only with --router-queue-threshold), per pool
+    (
+        "dynamo_frontend_router_queue_pending_requests",
+        Rule(c.DYNAMO_ROUTER_QUEUED_REQUESTS, "gauge", "dynamo", FRONTEND_OLD, keep=("worker_type",)),
+    ),
     # KV router (in the frontend process)
     (
         "dynamo_component_router_kv_selected_cached_prefix_tokens",
