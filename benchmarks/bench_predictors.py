@@ -381,6 +381,7 @@ RULE_ECE = 0.03
 VLLM_SETS = {
     "vllm": (ROOT / "benchmarks" / "predictor_runs_vllm.json", ROOT / "e2e" / "out" / "protocol-vllm"),
     "vllm-blind": (ROOT / "benchmarks" / "predictor_runs_vllm_b.json", ROOT / "e2e" / "out" / "protocol-vllm-b"),
+    "vllm-quarter": (ROOT / "benchmarks" / "predictor_runs_vllm_q.json", ROOT / "e2e" / "out" / "protocol-vllm-q"),
 }
 VLLM_SETS["vllm-heldout"] = VLLM_SETS["vllm"]  # its first name (seen since the light/busy diagnosis)
 

@@ -109,3 +109,20 @@ def test_bench_ticks_on_a_real_recording(
     assert len(per_tick) >= len(times) - 1  # one line per replayed tick
     breaches = [float(row[8]) for row in per_tick if row[7] != "0"]
     assert sum(breaches) == sum(r["outcome"] != "ok" for r in requests)
+
+
+QUARTER = ROOT / "benchmarks" / "predictor_runs_vllm_q.json"
+
+
+def test_the_quarter_second_set_repeats_the_shapes_with_fresh_seeds_at_its_interval(tmp_path: Path) -> None:
+    first, quarter = _runs(FIRST), _runs(QUARTER)
+    for a, q in zip(first, quarter, strict=True):
+        assert (a["args"], a["phases"]) == (q["args"], q["phases"])
+    seeds = {int(str(r["seed"])) for r in quarter}
+    assert seeds == set(range(601, 607))
+    assert not seeds & {int(str(r["seed"])) for r in _runs(FIRST) + _runs(BLIND)}
+    interval = float(json.loads(QUARTER.read_text())["interval_s"])
+    argv = recorder.command(quarter[0], 19000, tmp_path, interval)
+    assert argv[argv.index("--interval") + 1] == "0.25"
+    assert recorder.command(quarter[0], 19000, tmp_path)[argv.index("--interval") + 1] == "1.0"  # the default
+    assert bench.VLLM_SETS["vllm-quarter"][0] == QUARTER
