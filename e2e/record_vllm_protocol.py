@@ -1,9 +1,10 @@
 """Record the real-vLLM runs of the breach-prediction protocol (benchmarks/predictor_runs_vllm.json).
 
 One at a time (one engine needs most of the 2 cores): e2e/scenario.py aggregated --no-sidecar at
-the manifest's `interval_s` (default 1 s) scrapes, with the manifest's engine arguments, phases and seed, into e2e/out/protocol-vllm/NAME;
-a run whose folder already holds ground truth is skipped. Needs e2e/.venv-engine and e2e/out/model
-(`make e2e` makes both, or e2e/install_engine.sh and e2e/make_model.py).
+the manifest's `interval_s` (default 1 s) scrapes, with the manifest's engine arguments, phases and
+seed, into e2e/out/protocol-vllm/NAME; a run whose folder already holds ground truth is skipped.
+Needs e2e/.venv-engine and e2e/out/model (`make e2e` makes both, or e2e/install_engine.sh and
+e2e/make_model.py).
 Usage: python e2e/record_vllm_protocol.py [NAME ...] [--port-offset 500] [--manifest M] [--out DIR]
 (`--manifest benchmarks/predictor_runs_vllm_b.json --out e2e/out/protocol-vllm-b` records the blind set.)
 """
