@@ -271,11 +271,11 @@ def router_prefill_backlog(queued: float, prefill_workers: int, finished_per_s: 
 
 def _prefill_router_queue(fw: FrontendWorkers, view: WindowView, sink: SignalSink) -> None:
     """The prefill pool's queue held in the frontend's KV router (module docstring)."""
-    prefill_workers = sum(1 for t in fw.workers.values() if t == "prefill")
+    prefill_workers = sum(1 for t in fw.workers.values() if t == PREFILL_ROLE)
     group = _frontend_group(view, fw.model)
     if prefill_workers == 0 or group is None:
         return
-    queued = view.gauge(c.DYNAMO_ROUTER_QUEUED_REQUESTS, group, {"worker_type": "prefill"})
+    queued = view.gauge(c.DYNAMO_ROUTER_QUEUED_REQUESTS, group, {"worker_type": PREFILL_ROLE})
     if queued is None:
         return  # a Dynamo without the router queue's metrics
     base = {"target": POOL_TARGET, "role": PREFILL_ROLE, "model_name": fw.model, "engine": POOL_ENGINE}

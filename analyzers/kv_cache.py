@@ -29,11 +29,6 @@ class KvCacheHealth:
     prefix_queries: float | None
     """Prefix-cache lookups in the window (tokens or blocks): how much data the hit ratio rests on."""
     preemptions_per_second: float | None
-    exhausted: bool
-    """True when the engine preempted requests in the window. vLLM's scheduler (and the Dynamo
-    mocker, which copies it; SGLang's retract) preempts only when no free block is left, so the cache
-    was full at that instant even when no scrape caught it: preempting frees the blocks at once, and
-    a 1 s sample of the usage gauge can peak at 0.8 while the engine preempts hundreds of times."""
     evictions_per_second: float | None
     evictions_scaled: bool
     """True when the residency sample rate was known and the eviction rate was divided by it."""
@@ -43,6 +38,15 @@ class KvCacheHealth:
     block_size: int | None
     running: float | None
     prefix_caching_enabled: bool | None
+
+    @property
+    def exhausted(self) -> bool:
+        """True when the engine preempted requests in the window. vLLM's scheduler (and the Dynamo
+        mocker, which copies it; SGLang's retract) preempts only when no free block is left, so the
+        cache was full at that instant even when no scrape caught it: preempting frees the blocks at
+        once, and a 1 s sample of the usage gauge can peak at 0.8 while the engine preempts hundreds
+        of times."""
+        return self.preemptions_per_second is not None and self.preemptions_per_second > 0
 
 
 def pressure_peak(utilization_peak: float | None, exhausted: bool) -> float | None:
@@ -220,7 +224,6 @@ def kv_cache_health(window: WindowView, group: Group) -> KvCacheHealth:
         hit_source=hit_source,
         prefix_queries=queries,
         preemptions_per_second=preemptions,
-        exhausted=(window.increase(c.PREEMPTIONS, group) or 0.0) > 0,
         evictions_per_second=evictions,
         evictions_scaled=scaled,
         fragmentation_ratio=fragmentation_estimate(running, used_blocks, block_size),
