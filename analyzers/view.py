@@ -44,8 +44,10 @@ class WindowView:
     def gauge(self, name: str, group: Group, match: Mapping[str, str] | None = None) -> float | None:
         return self.window.gauge(name, group, match)
 
-    def gauge_series(self, name: str, group: Group) -> list[tuple[float, float]]:
-        return self.window.gauge_series(name, group, self.horizon)
+    def gauge_series(
+        self, name: str, group: Group, match: Mapping[str, str] | None = None
+    ) -> list[tuple[float, float]]:
+        return self.window.gauge_series(name, group, self.horizon, match)
 
     def span(self) -> float:
         return self.window.span(self.horizon)

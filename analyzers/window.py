@@ -45,6 +45,7 @@ from phaselens.parsers.engines.canonical import (
 
 Group = tuple[str, str]
 """(model_name, engine): the unit every per-target signal is computed for."""
+_MatchKey = tuple[tuple[str, str], ...]
 
 OTHER_MODEL = "__other__"
 """model_name of the group that sums every group beyond `max_groups` (docs/hardening.md)."""
@@ -234,7 +235,7 @@ class TargetWindow:
         self._series_sets: dict[tuple[Group, str], tuple[frozenset[Labels], int]] = {}
         self._relabelled: dict[Labels, Labels] = {}
         self._relabelled_for: Group | None = None
-        self._gauges: dict[tuple[str, Group], _GaugeColumn] = {}
+        self._gauges: dict[tuple[str, Group, _MatchKey], _GaugeColumn] = {}
         self._counters: dict[tuple[str, Group], _CounterColumn] = {}
         self._deltas: dict[tuple[str, Group, int], HistogramDelta | None] = {}  # until the next `add`
         self.folded_groups = 0
@@ -266,10 +267,10 @@ class TargetWindow:
     def _prune_columns(self, point: _Point) -> None:
         """Forget the columns of groups the latest snapshot lacks (the state stays bounded by the groups
         of one scrape; a group that comes back is read from the window again on its next query)."""
-        for columns in (self._gauges, self._counters):
-            gone = [key for key in columns if key[1] not in point.groups]
-            for key in gone:
-                del columns[key]
+        for gauge in [key for key in self._gauges if key[1] not in point.groups]:
+            del self._gauges[gauge]
+        for counter in [key for key in self._counters if key[1] not in point.groups]:
+            del self._counters[counter]
 
     def _new_points(self, last_seq: int) -> Iterable[_Point]:
         """The points added after the one with seq `last_seq` (seqs are consecutive), oldest first."""
@@ -492,17 +493,21 @@ class TargetWindow:
             return None
         return sum(values)
 
-    def gauge_series(self, name: str, group: Group, horizon: float | None = None) -> list[tuple[float, float]]:
-        """(time, value) of a gauge across the window, for trends."""
+    def gauge_series(
+        self, name: str, group: Group, horizon: float | None = None, match: Mapping[str, str] | None = None
+    ) -> list[tuple[float, float]]:
+        """(time, value) of a gauge across the window, for trends: the sum of its matching series at
+        each point that had one (without NaN)."""
         if not self._points:
             return []
-        column = self._gauges.get((name, group))
+        key = (name, group, tuple(sorted(match.items())) if match else ())
+        column = self._gauges.get(key)
         if column is None:
-            column = self._gauges[(name, group)] = _GaugeColumn()
+            column = self._gauges[key] = _GaugeColumn()
         if column.last_seq != self._seq:
             _trim(column.seqs, self._points[0].seq, column.times, column.rows)
             for point in self._new_points(column.last_seq):
-                values = [v for _, v in point.scalars(name, group)]
+                values = [v for labels, v in point.scalars(name, group) if _matches(labels, match)]
                 if values and not any(math.isnan(v) for v in values):
                     column.seqs.append(point.seq)
                     column.times.append(point.time)

@@ -42,6 +42,24 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
                   "true peak makes the backlog an overestimate; absent when requests wait but no prefill "
                   "happened in the window. The signal to scale a prefill pool on (sum over pods).",
     },
+    "phaselens_prefill_saturation_ratio": {
+        "formula": "rho x n for a pool of n prefill workers. basis=\"tokens\": rho = mean over the window "
+                   "of the prompt tokens the router has in flight on the prefill workers / (n x "
+                   "max_num_batched_tokens), at most 1. basis=\"arrivals\", when the router's prefill queue "
+                   "held requests at some scrape of the window: rho = arrivals / dispatched, dispatched = "
+                   "arrivals - (queue at the end - queue at the start) (at least 1 request); below 1 while a "
+                   "queue drains",
+        "source": "Dynamo KV router (a request waits in the router queue while every prefill worker has "
+                  "--router-queue-threshold x max_num_batched_tokens in flight); Little's law (in-flight "
+                  "tokens = token arrival rate x time in prefill); the fleet lab's P/D mix-shift trace "
+                  "(docs/fleet.md): a backlog under a load just above capacity builds too slowly to scale on",
+        "limits": "From a Dynamo frontend only (the router's per-worker view), P/D with prefill workers. The "
+                  "tokens basis is not linear in load (time in prefill grows with the batch) and reads the "
+                  "router's in-flight count, not the GPU; with a router queue threshold above 1 it still "
+                  "caps at 1. The arrivals basis counts every request as prefill demand (requests a router "
+                  "sends straight to decode inflate it) and is noisy over short windows (a few dozen "
+                  "arrivals). The prefill HPA's second input, beside the backlog (sum over the pool).",
+    },
     "phaselens_decode_kv_utilization_ratio": {
         "formula": "kv_cache_usage (vLLM kv_cache_usage_perc / gpu_cache_usage_perc), else Dynamo "
                    "active_blocks / total_blocks (latest scrape). Never clamped: a usage outside 0..1, or "
@@ -373,6 +391,10 @@ DYNAMO_COVERAGE: dict[str, str] = {
     "(frontend, target=\"pool\", role=\"prefill\"): the router's queued prefill requests x prefill workers "
     "the frontend routes to / the frontend's finished requests per second, one pod's seconds as the "
     "per-pod drain time; the prefill HPA's input.",
+    "phaselens_prefill_saturation_ratio": "P/D prefill pool only (frontend, target=\"pool\", "
+    "role=\"prefill\"): the router's dynamo_frontend_worker_active_prefill_tokens over the model card's "
+    "max_num_batched_tokens, and with --router-queue-threshold the router's queue against "
+    "dynamo_frontend_requests_started_total.",
     "phaselens_decode_kv_utilization_ratio": "workers: vllm:kv_cache_usage_perc (aggregated and P/D "
     "decode workers); a P/D prefill worker has none; the frontend only has per-worker active decode blocks "
     "(used by the pool analysis, not exported per target).",

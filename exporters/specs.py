@@ -81,6 +81,14 @@ SPECS: tuple[SignalSpec, ...] = (
         "autoscaling",
     ),
     _spec(
+        "phaselens_prefill_saturation_ratio",
+        "1",
+        "Prefill demand over prefill capacity per pod (1 = saturated, above 1: demand beyond "
+        "capacity); a Dynamo P/D frontend exports its prefill pool's sum (target=pool); basis says how.",
+        "autoscaling",
+        ("basis",),
+    ),
+    _spec(
         "phaselens_decode_kv_utilization_ratio",
         "1",
         "Fraction of the KV-cache block pool held by running requests (0-1).",

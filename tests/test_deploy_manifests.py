@@ -217,7 +217,7 @@ def test_disaggregated_overlay_pools() -> None:
     hpas = {h["metadata"]["name"]: h for h in rendered if h["kind"] == "HorizontalPodAutoscaler"}
     assert hpas["vllm-prefill"]["spec"]["scaleTargetRef"]["name"] == "vllm-prefill"
     assert [m["external"]["metric"]["name"] for m in hpas["vllm-prefill"]["spec"]["metrics"]] == [
-        "phaselens_pool_prefill_backlog_seconds"]
+        "phaselens_pool_prefill_backlog_seconds", "phaselens_pool_prefill_saturation_ratio"]
     assert [m["external"]["metric"]["name"] for m in hpas["vllm-decode"]["spec"]["metrics"]] == [
         "phaselens_pool_decode_saturation_ratio"]
 
@@ -305,6 +305,7 @@ def test_autoscaler_metrics_exist_in_recording_rules() -> None:
     exposed = {re.sub(adapter["name"]["matches"], adapter["name"]["as"].replace("${1}", r"\1"), name)
                for name in recorded if series.match(name)}
     assert exposed == {"phaselens_pool_prefill_backlog_seconds", "phaselens_pool_prefill_queue_depth",
+                       "phaselens_pool_prefill_saturation_ratio",
                        "phaselens_pool_decode_kv_utilization_ratio", "phaselens_pool_decode_saturation_ratio"}
     for _, doc in MANIFESTS:
         if doc["kind"] == "HorizontalPodAutoscaler":

@@ -13,14 +13,17 @@ import logging
 import re
 import tarfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from phaselens.analyzers.dynamo_pool import (
+    PrefillSaturation,
     analyze_dynamo,
     frontend_workers,
     is_frontend,
     router_prefill_backlog,
+    router_prefill_saturation,
     worker_id,
 )
 from phaselens.analyzers.target import analyze_target
@@ -64,8 +67,9 @@ def snap(text: str) -> EngineSnapshot:
     return to_snapshot(parse_exposition(text), float(text.splitlines()[0].split()[2]))
 
 
-def window(texts: list[str], edit: Callable[[str], str] = lambda t: t) -> TargetWindow:
-    w = TargetWindow(SETTINGS.window_seconds)
+def window(texts: list[str], edit: Callable[[str], str] = lambda t: t,
+           seconds: float = SETTINGS.window_seconds) -> TargetWindow:
+    w = TargetWindow(seconds)
     for text in texts:
         w.add(snap(edit(text)))
     return w
@@ -314,9 +318,10 @@ def test_workers_with_vllm_phase_histograms_are_left_to_the_generic_pool_analyze
         'vllm:request_prefill_time_seconds_count{engine="0",model_name="tiny"} 1\n'
     )
     found = analyze_dynamo(pd_windows(pd, decode=lambda t: t + vllm_times), SETTINGS)
-    # no pool signal; only the router's prefill queue, which is the frontend's whatever the workers
+    # no pool signal; only the router's prefill queue and saturation, the frontend's whatever the workers
     assert {(s.name, label_value(s.labels, "role")) for s in found.signals} == {
-        ("phaselens_prefill_queue_depth", "prefill"), ("phaselens_prefill_backlog_seconds", "prefill")}
+        ("phaselens_prefill_queue_depth", "prefill"), ("phaselens_prefill_backlog_seconds", "prefill"),
+        ("phaselens_prefill_saturation_ratio", "prefill")}
     assert found.issues == []
     assert set(found.joined.values()) == {"prefill", "decode"}
 
@@ -418,3 +423,76 @@ def test_router_prefill_backlog_formula() -> None:
     assert router_prefill_backlog(12.0, 3, None) is None
     assert router_prefill_backlog(12.0, 3, 0.0) is None
     assert router_prefill_backlog(12.0, 0, 6.0) is None
+
+
+# ---------------------------------------------------------------------- P/D: the prefill pool's saturation
+
+
+def _expected_saturation(inside: list[str]) -> tuple[float, str]:
+    """rho x n from the raw text of the scrapes inside the window (analyzers.dynamo_pool docstring)."""
+    n = sum(1 for t in frontend_workers("frontend", snap(inside[-1]))[0].workers.values() if t == "prefill")
+    batch = raw_sum(inside[-1], "dynamo_frontend_model_max_num_batched_tokens")
+    in_flight = [raw_sum(t, "dynamo_frontend_worker_active_prefill_tokens", worker_type="prefill") for t in inside]
+    queued = [_router_queued(t) for t in inside]
+    if max(queued) > 0:
+        arrivals = _delta(inside[0], inside[-1], "dynamo_frontend_requests_started_total")
+        return n * arrivals / max(1.0, arrivals - (queued[-1] - queued[0])), "arrivals"
+    return n * min(1.0, sum(in_flight) / len(in_flight) / (n * batch)), "tokens"
+
+
+@pytest.mark.parametrize("window_s", [3.0, 10.0, 30.0])
+def test_prefill_saturation_golden_on_the_router_queue_capture(rq: Texts, window_s: float) -> None:
+    settings = replace(SETTINGS, window_seconds=window_s)
+    texts = rq["frontend"]
+    bases = set()
+    for i in range(1, len(texts) + 1):
+        seen = texts[:i]
+        found = analyze_dynamo({"frontend": (FRONTEND, window(seen, seconds=window_s))}, settings)
+        end = snap(seen[-1]).time
+        inside = [t for t in seen if snap(t).time >= end - window_s]
+        expected, basis = _expected_saturation(inside)
+        assert value(found.signals, "phaselens_prefill_saturation_ratio", basis=basis, **PREFILL_POOL) == (
+            pytest.approx(expected, rel=1e-9)), (i, window_s)
+        bases.add(basis)
+    assert bases == {"tokens", "arrivals"}
+
+
+def test_prefill_saturation_asks_for_a_pod_before_the_router_queue_forms(rq: Texts) -> None:
+    # The fleet lab's window (30 s / K = 10): at the last scrape before the router's first queued
+    # request the backlog still reads 0 (the HPA's backlog metric proposes nothing), while the pool's
+    # prefill tokens in flight have reached a full batch: the saturation metric alone proposes a
+    # scale-up (usage past the HPA's 0.8 target by more than its 0.1 tolerance).
+    settings = replace(SETTINGS, window_seconds=3.0)
+    texts = rq["frontend"]
+    first_queue = next(i for i, t in enumerate(texts) if _router_queued(t) > 0)
+    found = analyze_dynamo({"frontend": (FRONTEND, window(texts[:first_queue], seconds=3.0))}, settings)
+    assert value(found.signals, "phaselens_prefill_backlog_seconds", **PREFILL_POOL) == 0.0
+    saturation = value(found.signals, "phaselens_prefill_saturation_ratio", basis="tokens", **PREFILL_POOL)
+    assert saturation is not None and saturation / 0.8 > 1.1
+
+
+def test_router_prefill_saturation_formula() -> None:
+    # tokens: mean in flight over n full batches, at most 1 per pod
+    s = router_prefill_saturation([1024.0, 3072.0], 2048.0, 2, [0.0, 0.0], 10.0)
+    assert s == PrefillSaturation(0.5, "tokens") and s.pool_sum(2) == 1.0
+    assert router_prefill_saturation([9000.0], 2048.0, 2, [], None) == PrefillSaturation(1.0, "tokens")
+    # queued at every scrape: arrivals over dispatched (30 arrived, the queue grew 10 -> 20: 20 left)
+    assert router_prefill_saturation([4096.0] * 3, 2048.0, 2, [10.0, 15.0, 20.0], 30.0) == (
+        PrefillSaturation(1.5, "arrivals"))
+    # draining queue: the pool at capacity serves 40 while 30 arrive (the queue is the backlog's)
+    assert router_prefill_saturation([4096.0] * 3, 2048.0, 2, [20.0, 15.0, 10.0], 30.0) == (
+        PrefillSaturation(0.75, "arrivals"))
+    # without an arrival counter: the tokens basis
+    assert router_prefill_saturation([4096.0] * 3, 2048.0, 2, [10.0, 15.0, 20.0], None) == (
+        PrefillSaturation(1.0, "tokens"))
+    # nothing dispatched: at least one request's worth
+    assert router_prefill_saturation([4096.0] * 2, 2048.0, 2, [5.0, 12.0], 7.0) == PrefillSaturation(7.0, "arrivals")
+    # a queue that formed inside the window: arrivals over what the pool served (12 arrived, 3 wait)
+    assert router_prefill_saturation([2048.0] * 3, 2048.0, 1, [0.0, 0.0, 3.0], 12.0) == (
+        PrefillSaturation(12.0 / 9.0, "arrivals"))
+    # no queue at any scrape: the tokens basis
+    assert router_prefill_saturation([2048.0] * 3, 2048.0, 1, [0.0, 0.0, 0.0], 9.0).basis == "tokens"
+    # no batch size, no worker, no sample: no value
+    assert router_prefill_saturation([1.0], None, 2, [], None) is None
+    assert router_prefill_saturation([1.0], 2048.0, 0, [], None) is None
+    assert router_prefill_saturation([], 2048.0, 2, [], None) is None

@@ -26,12 +26,15 @@ PD = ("prefill", "decode")
 def test_phaselens_reads_each_pools_overlay_hpa() -> None:
     pols = run.pool_policies(traces.TRACES["mix-shift"], "phaselens", PD)
     pre, dec = pols["prefill"], pols["decode"]
-    # prefill: the router's backlog summed for the prefill pool; decode: seat-aware saturation
+    # prefill: the router's backlog and the prefill saturation summed for the prefill pool;
+    # decode: seat-aware saturation
     assert pre.queries == {"phaselens_pool_prefill_backlog_seconds":
-                           'sum(phaselens:prefill_backlog_seconds:hpa_sum{namespace="fleet",role="prefill"})'}
+                           'sum(phaselens:prefill_backlog_seconds:hpa_sum{namespace="fleet",role="prefill"})',
+                           "phaselens_pool_prefill_saturation_ratio":
+                           'sum(phaselens:prefill_saturation_ratio:hpa_sum{namespace="fleet",role="prefill"})'}
     assert dec.queries == {"phaselens_pool_decode_saturation_ratio":
                            'sum(phaselens:decode_saturation_ratio:hpa_sum{namespace="fleet",role="decode"})'}
-    assert [m.average for m in pre.spec.metrics] == [1.5] and [m.average for m in dec.spec.metrics] == [0.8]
+    assert [m.average for m in pre.spec.metrics] == [1.5, 0.8] and [m.average for m in dec.spec.metrics] == [0.8]
     assert (pre.spec.max_replicas, dec.spec.max_replicas) == (8, 16)  # the overlays' maxReplicas
     assert pre.spec.min_replicas == dec.spec.min_replicas == 2  # the base's warm pod, per pool
     assert pre.spec.down.stabilization_s == 30  # 300 s compressed by K = 10

@@ -48,20 +48,20 @@ TRACES: dict[str, Trace] = {
             ("s9", 180, 9.0, 9.0, MIXED_P, MIXED_O),
             ("s12", 240, 12.0, 12.0, MIXED_P, MIXED_O),
             ("down", 240, 3.0, 3.0, MIXED_P, MIXED_O),
-        ), peak_replicas=4, steps=(180.0, 360.0, 540.0)),
+        ), peak_replicas=4, steps=(180.0, 360.0, 540.0), peak_pd=(2, 4)),
         Trace("bursts", (
             ("base", 180, 3.0, 3.0, MIXED_P, MIXED_O),
             ("burst1", 120, 10.0, 10.0, MIXED_P, MIXED_O),
             ("base2", 240, 3.0, 3.0, MIXED_P, MIXED_O),
             ("burst2", 120, 10.0, 10.0, MIXED_P, MIXED_O),
             ("base3", 240, 3.0, 3.0, MIXED_P, MIXED_O),
-        ), peak_replicas=4, steps=(180.0, 540.0)),
+        ), peak_replicas=4, steps=(180.0, 540.0), peak_pd=(2, 4)),
         Trace("day", (
             ("night", 180, 1.5, 1.5, MIXED_P, MIXED_O),
             ("morning", 360, 1.5, 11.0, MIXED_P, MIXED_O),
             ("noon", 180, 11.0, 11.0, MIXED_P, MIXED_O),
             ("evening", 360, 11.0, 1.5, MIXED_P, MIXED_O),
-        ), peak_replicas=4),
+        ), peak_replicas=4, peak_pd=(2, 4)),
         Trace("prefill-heavy", (
             ("low", 180, 2.0, 2.0, (600, 1200), (4, 12)),
             ("high", 600, 10.0, 10.0, (600, 1200), (4, 12)),

@@ -121,6 +121,7 @@ INFO_KV_CACHE_SIZE_TOKENS: Final = "kv_cache_size_tokens"
 INFO_ENABLE_PREFIX_CACHING: Final = "enable_prefix_caching"  # "True"/"False"
 INFO_KV_CACHE_METRICS_SAMPLE: Final = "kv_cache_metrics_sample"  # when known
 INFO_MAX_NUM_SEQS: Final = "max_num_seqs"  # Dynamo frontend model card / a cache_config_info label
+INFO_MAX_NUM_BATCHED_TOKENS: Final = "max_num_batched_tokens"  # Dynamo frontend model card
 INFO_DYNAMO_WORKER_ID: Final = "dynamo_worker_id"  # a Dynamo process's own id, in decimal
 
 

@@ -123,6 +123,10 @@ DYNAMO_RULES: Final[tuple[tuple[str, Rule], ...]] = (
         "dynamo_frontend_model_max_num_seqs",
         Rule("", "info_gauge", "dynamo", FRONTEND_OLD, info_key=c.INFO_MAX_NUM_SEQS),
     ),
+    (
+        "dynamo_frontend_model_max_num_batched_tokens",
+        Rule("", "info_gauge", "dynamo", FRONTEND_OLD, info_key=c.INFO_MAX_NUM_BATCHED_TOKENS),
+    ),
     # every Dynamo process: its own id (hex), kept in decimal to join with the frontend's worker_id
     (
         "dynamo_component_uptime_seconds",
