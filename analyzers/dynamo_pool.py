@@ -81,6 +81,7 @@ from phaselens.analyzers.disaggregation import DisaggregationInputs, disaggregat
 from phaselens.analyzers.kv_cache import clamp01, info_number, kv_utilization
 from phaselens.analyzers.phase import Moments, PhaseTimes, pool_phase_load_with_admission, prefill_time_share
 from phaselens.analyzers.pool import POOL_ENGINE, POOL_ROLE, POOL_TARGET
+from phaselens.analyzers.prefill_saturation import PrefillSaturation, demand_over_dispatched
 from phaselens.analyzers.target import SignalSink
 from phaselens.analyzers.view import WindowView
 from phaselens.analyzers.window import Group, TargetWindow
@@ -325,16 +326,6 @@ def _prefill_saturation(fw: FrontendWorkers, view: WindowView, sink: SignalSink)
                  basis=saturation.basis)
 
 
-@dataclass(frozen=True, slots=True)
-class PrefillSaturation:
-    rho: float
-    """prefill demand over the pool's capacity (1 = saturated)."""
-    basis: str  # "tokens" | "arrivals"
-
-    def pool_sum(self, prefill_workers: int) -> float:
-        return self.rho * prefill_workers
-
-
 def router_prefill_saturation(
     in_flight_tokens: Sequence[float],
     batch_tokens: float | None,
@@ -356,7 +347,7 @@ def router_prefill_saturation(
     # queue formed or emptied inside the window: an overestimate, the safe side). At least one request,
     # the counters' resolution (a stalled pool reads as arrivals / 1). Below 1 while a queue drains:
     # the queue itself is the backlog's input; the tokens term would stay pinned at 1 until it is gone.
-    return PrefillSaturation(max(0.0, arrivals) / max(1.0, arrivals - (queued[-1] - queued[0])), "arrivals")
+    return PrefillSaturation(demand_over_dispatched(arrivals, queued[-1] - queued[0]), "arrivals")
 
 
 def _vllm_phase_times(ids: list[str], workers: Mapping[str, tuple[Target, TargetWindow]]) -> bool:

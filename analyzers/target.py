@@ -23,6 +23,7 @@ from phaselens.analyzers.phase import (
     prefill_path_load,
     prefill_time_share,
 )
+from phaselens.analyzers.prefill_saturation import PrefillSaturation, engine_prefill_saturation
 from phaselens.analyzers.recommend import Scope, TargetFindings, recommend_for_target
 from phaselens.analyzers.saturation import DecodeSaturation, decode_saturation
 from phaselens.analyzers.view import WindowView
@@ -67,6 +68,8 @@ class GroupMeasurements:
     kv: KvCacheHealth
     pressure: KvPressure | None
     saturation: DecodeSaturation | None
+    prefill_saturation: PrefillSaturation | None
+    """only for a prefill target (role "prefill")."""
     latency: Mapping[str, LatencyQuantiles]
     goodput: GoodputSummary
     backlog: PrefillBacklog
@@ -100,6 +103,7 @@ def measure_group(window: WindowView, group: Group, role: str, settings: Setting
         kv=kv,
         pressure=pressure,
         saturation=decode_saturation(window, group, kv.utilization, settings),
+        prefill_saturation=engine_prefill_saturation(window, group) if role == "prefill" else None,
         latency=latency_summary(window, group),
         goodput=goodput,
         backlog=prefill_backlog(window, group, kv.hit_ratio),
@@ -139,6 +143,9 @@ def base_labels(target: Target, group: Group) -> dict[str, str]:
 def group_signals(m: GroupMeasurements, base: Mapping[str, str], sink: SignalSink) -> None:
     sink.add("phaselens_prefill_queue_depth", base, m.backlog.queue_depth)
     sink.add("phaselens_prefill_backlog_seconds", base, m.backlog.backlog_seconds)
+    if m.prefill_saturation is not None:
+        sink.add("phaselens_prefill_saturation_ratio", base, m.prefill_saturation.rho,
+                 basis=m.prefill_saturation.basis)
     sink.add("phaselens_decode_kv_utilization_ratio", base, m.kv.utilization)
     if m.pressure is not None:
         sink.add("phaselens_decode_kv_pressure_ratio", base, m.pressure.value, basis=m.pressure.basis)

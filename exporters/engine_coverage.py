@@ -39,8 +39,7 @@ _SELF = "the sidecar itself, any engine"
 SIGNAL_INPUTS: Final[dict[str, Needs | str]] = {
     "phaselens_prefill_queue_depth": ((c.REQUESTS_WAITING,), (c.REQUESTS_WAITING_BY_REASON,)),
     "phaselens_prefill_backlog_seconds": ((c.REQUESTS_WAITING, c.PROMPT_TOKENS),),
-    "phaselens_prefill_saturation_ratio": "Dynamo P/D frontends only: the KV router's per-worker prefill "
-    "tokens in flight and its queue",
+    "phaselens_prefill_saturation_ratio": ((c.REQUESTS_RUNNING,),),
     "phaselens_decode_kv_utilization_ratio": _UTILIZATION,
     "phaselens_decode_kv_pressure_ratio": _UTILIZATION,
     "phaselens_decode_saturation_ratio": (*_UTILIZATION, (c.REQUESTS_RUNNING, "info:" + c.INFO_MAX_NUM_SEQS)),

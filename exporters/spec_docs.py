@@ -43,22 +43,25 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
                   "happened in the window. The signal to scale a prefill pool on (sum over pods).",
     },
     "phaselens_prefill_saturation_ratio": {
-        "formula": "rho x n for a pool of n prefill workers. basis=\"tokens\": rho = mean over the window "
-                   "of the prompt tokens the router has in flight on the prefill workers / (n x "
-                   "max_num_batched_tokens), at most 1. basis=\"arrivals\", when the router's prefill queue "
-                   "held requests at some scrape of the window: rho = arrivals / dispatched, dispatched = "
-                   "arrivals - (queue at the end - queue at the start) (at least 1 request); below 1 while a "
-                   "queue drains",
-        "source": "Dynamo KV router (a request waits in the router queue while every prefill worker has "
-                  "--router-queue-threshold x max_num_batched_tokens in flight); Little's law (in-flight "
-                  "tokens = token arrival rate x time in prefill); the fleet lab's P/D mix-shift trace "
-                  "(docs/fleet.md): a backlog under a load just above capacity builds too slowly to scale on",
-        "limits": "From a Dynamo frontend only (the router's per-worker view), P/D with prefill workers. The "
-                  "tokens basis is not linear in load (time in prefill grows with the batch) and reads the "
-                  "router's in-flight count, not the GPU; with a router queue threshold above 1 it still "
-                  "caps at 1. The arrivals basis counts every request as prefill demand (requests a router "
-                  "sends straight to decode inflate it) and is noisy over short windows (a few dozen "
-                  "arrivals). The prefill HPA's second input, beside the backlog (sum over the pool).",
+        "formula": "A prefill target (role prefill), per group: basis=\"arrivals\" when requests waited at "
+                   "some scrape of the window: arrivals / admitted, arrivals = finished (e2e histogram count) "
+                   "+ growth of running + waiting, admitted = arrivals - growth of waiting (at least 1 "
+                   "request); else basis=\"busy\": the share of the window's scrapes with a request running. "
+                   "A Dynamo P/D frontend (target=\"pool\", role=\"prefill\"): rho x n for n prefill workers; "
+                   "basis=\"tokens\": mean over the window of the prompt tokens the router has in flight on "
+                   "them / (n x max_num_batched_tokens), at most 1; basis=\"arrivals\" when the router's "
+                   "prefill queue held requests at some scrape: arrivals (requests started) / dispatched "
+                   "(arrivals - queue growth, at least 1 request). Below 1 while a queue drains",
+        "source": "Little's law; Dynamo KV router (a request waits in the router queue while every prefill "
+                  "worker has --router-queue-threshold x max_num_batched_tokens in flight); the fleet lab's "
+                  "P/D mix-shift trace (docs/fleet.md): a backlog under a load just above capacity builds too "
+                  "slowly to scale on",
+        "limits": "The busy and tokens bases are sampled at the scrape interval and not linear in load (they "
+                  "err high under batching) and reach 1 at saturation; only the arrivals basis says by how "
+                  "much demand exceeds capacity, and it is noisy over windows of a few dozen arrivals and "
+                  "errs high where a queue formed or emptied inside the window. The router's arrivals count "
+                  "every request as prefill demand. The prefill HPA's second input beside the backlog; the "
+                  "recording rules use the frontend's pool series only where the pool's pods export none.",
     },
     "phaselens_decode_kv_utilization_ratio": {
         "formula": "kv_cache_usage (vLLM kv_cache_usage_perc / gpu_cache_usage_perc), else Dynamo "
@@ -391,10 +394,10 @@ DYNAMO_COVERAGE: dict[str, str] = {
     "(frontend, target=\"pool\", role=\"prefill\"): the router's queued prefill requests x prefill workers "
     "the frontend routes to / the frontend's finished requests per second, one pod's seconds as the "
     "per-pod drain time; the prefill HPA's input.",
-    "phaselens_prefill_saturation_ratio": "P/D prefill pool only (frontend, target=\"pool\", "
-    "role=\"prefill\"): the router's dynamo_frontend_worker_active_prefill_tokens over the model card's "
-    "max_num_batched_tokens, and with --router-queue-threshold the router's queue against "
-    "dynamo_frontend_requests_started_total.",
+    "phaselens_prefill_saturation_ratio": "P/D prefill pool (frontend, target=\"pool\", role=\"prefill\"): "
+    "the router's dynamo_frontend_worker_active_prefill_tokens over the model card's max_num_batched_tokens, "
+    "and with --router-queue-threshold the router's queue against dynamo_frontend_requests_started_total. "
+    "A mocker prefill worker's own sidecar has no running count, so no value of its own.",
     "phaselens_decode_kv_utilization_ratio": "workers: vllm:kv_cache_usage_perc (aggregated and P/D "
     "decode workers); a P/D prefill worker has none; the frontend only has per-worker active decode blocks "
     "(used by the pool analysis, not exported per target).",

@@ -83,7 +83,7 @@ SPECS: tuple[SignalSpec, ...] = (
     _spec(
         "phaselens_prefill_saturation_ratio",
         "1",
-        "Prefill demand over prefill capacity per pod (1 = saturated, above 1: demand beyond "
+        "Prefill demand over prefill capacity of a prefill pod (1 = saturated, above 1: demand beyond "
         "capacity); a Dynamo P/D frontend exports its prefill pool's sum (target=pool); basis says how.",
         "autoscaling",
         ("basis",),

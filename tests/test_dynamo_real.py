@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from phaselens.analyzers.dynamo_pool import (
-    PrefillSaturation,
     analyze_dynamo,
     frontend_workers,
     is_frontend,
@@ -26,6 +25,7 @@ from phaselens.analyzers.dynamo_pool import (
     router_prefill_saturation,
     worker_id,
 )
+from phaselens.analyzers.prefill_saturation import PrefillSaturation
 from phaselens.analyzers.target import analyze_target
 from phaselens.analyzers.window import TargetWindow
 from phaselens.dynamo_stage import DynamoStage
