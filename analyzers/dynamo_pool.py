@@ -52,9 +52,9 @@ The prefill pool's saturation (P/D, from the router's view; with or without its 
                AverageValue target reads it per pod (0.8 = each pod 80 % busy). rho, the pool's
                prefill demand over its capacity:
                basis="tokens": the prompt tokens the router has in flight on the prefill workers
-                 (`worker_active_prefill_tokens`), averaged over the window, over n x
-                 max_num_batched_tokens (the model card), at most 1: the share of one full
-                 prefill batch per worker in use. The router's queue holds requests while every
+                 (`worker_active_prefill_tokens`) over n x max_num_batched_tokens (the model
+                 card), at most 1 at each scrape, averaged over the window: the share of one
+                 full prefill batch per worker in use. The router's queue holds requests while every
                  worker has a batch's worth in flight (threshold 1.0), so 1 is where it queues.
                basis="arrivals", when the router's prefill queue held requests at some scrape of
                  the window: the pool ran at capacity while they waited, so what it dispatched is
@@ -338,8 +338,12 @@ def router_prefill_saturation(
     without the router queue's metrics), `arrivals` the requests that arrived over it."""
     if not in_flight_tokens or batch_tokens is None or batch_tokens <= 0 or prefill_workers <= 0:
         return None
-    occupancy = sum(in_flight_tokens) / len(in_flight_tokens) / (prefill_workers * batch_tokens)
-    tokens = PrefillSaturation(min(1.0, max(0.0, occupancy)), "tokens")
+    # Each scrape at most one full batch per worker: the router admits a whole request while a worker
+    # is under the batch, so a saturated worker reads 1.0-1.6 batches in flight, and averaging that
+    # overshoot would read a pool saturated half the time as fully saturated.
+    full = prefill_workers * batch_tokens
+    occupancy = sum(min(1.0, max(0.0, v / full)) for v in in_flight_tokens) / len(in_flight_tokens)
+    tokens = PrefillSaturation(occupancy, "tokens")
     if len(queued) < 2 or max(queued) <= 0 or arrivals is None:
         return tokens
     # The router queued requests in the window: the pool ran at its capacity while they waited, so

@@ -266,7 +266,7 @@ def start_dynamo(out: Path, port_base: int) -> Engine | None:
     )
 
 
-def start_vllm(out: Path, port_base: int) -> Engine | None:
+def start_vllm(out: Path, port_base: int, cpus: str | None = None) -> Engine | None:
     import scenario
 
     engine_py = ROOT / "e2e/.venv-engine/bin/python"
@@ -275,11 +275,15 @@ def start_vllm(out: Path, port_base: int) -> Engine | None:
         print("bench_freshness: skipped (no engine venv/model: run `make e2e` first)")
         return None
     server = dataclasses.replace(scenario.servers_for("aggregated", out)[0], port=port_base)
+    if cpus is not None:
+        server = dataclasses.replace(server, cpus=cpus, env={**server.env, "VLLM_CPU_OMP_THREADS_BIND": cpus})
     eng = procs.start(
         "engine", scenario.engine_argv(str(engine_py), model, server, 48, 32), out / "server.log", env=server.env
     )
     try:
         procs.wait_http(f"{server.base}/health", 400, [eng])
+        if cpus is not None:  # every thread, once they all exist (procs.pin_group: taskset is not enough)
+            print(f"engine: {procs.pin_group(eng, {int(c) for c in cpus.split(',')})} threads on CPU {cpus}")
         asyncio.run(scenario.warm([server], pd=False))
     except BaseException:
         procs.stop(eng)
@@ -372,6 +376,9 @@ def main() -> int:
     ap.add_argument("--output-tokens", help="MIN-MAX per request (default: dynamo 20-40, vllm 100-200)")
     ap.add_argument("--baseline", help="a command that runs another phaselens, run beside this one")
     ap.add_argument("--port-base", type=int, default=PORT_BASE, help="engine port; sidecars at +10 and +11")
+    ap.add_argument("--pin", action="store_true",
+                    help="vllm only: the engine (and the load client) on CPU 0, the sidecars and the pollers on "
+                         "CPU 1, as a CPU request of its own would give the sidecar in a pod")
     args = ap.parse_args()
     default_tokens = "20-40" if args.engine == "dynamo" else "100-200"
     lo, hi = (int(x) for x in (args.output_tokens or default_tokens).split("-"))
@@ -383,7 +390,12 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "ground_truth.jsonl").unlink(missing_ok=True)
     t0 = time.monotonic()
-    engine = start_dynamo(out, args.port_base) if args.engine == "dynamo" else start_vllm(out, args.port_base)
+    if args.pin and args.engine != "vllm":
+        sys.exit("bench_freshness: --pin is for --engine vllm")
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        sys.exit("bench_freshness: --pin needs two CPUs")
+    engine = (start_dynamo(out, args.port_base) if args.engine == "dynamo"
+              else start_vllm(out, args.port_base, "0" if args.pin else None))
     if engine is None:
         return 0
     print(f"{args.engine} ready in {time.monotonic() - t0:.0f} s")
@@ -397,12 +409,16 @@ def main() -> int:
         for name, cmd in sidecars.items():
             argv = [*cmd, "run", "--target", engine.target, "--listen", f"127.0.0.1:{ports[name]}",
                     "--interval", str(args.interval), *engine.sidecar_extra]  # fmt: skip
+            if args.pin:
+                argv = ["taskset", "-c", "1", *argv]
             started.append(procs.start(name, argv, out / f"{name}.log", stdout_path=out / f"{name}.stdout.jsonl"))
         for name in sidecars:
             procs.wait_http(f"http://127.0.0.1:{ports[name]}/metrics", 60, started)
 
         # the 20 Hz pollers stamp the crossings: they must not wait behind the engine for a core
         niceness = procs.raise_own_priority()  # the load client's process inherits it
+        if args.pin:
+            os.sched_setaffinity(0, {1})  # the pollers' threads, started below, inherit it
         spawn = multiprocessing.get_context("spawn")
         print(f"pollers and load client at niceness {niceness}")
         state = Crossings()
@@ -430,6 +446,8 @@ def main() -> int:
                 args=(engine.base, args.burst_seconds, args.clients, tokens, step, out, engine.token_ids),
             )
             client.start()
+            if args.pin and client.pid is not None:
+                os.sched_setaffinity(client.pid, {0})  # beside the engine it loads, off the sidecar's CPU
             client.join()
             state.armed = False
             for n, p in zip(sidecars, started, strict=True):

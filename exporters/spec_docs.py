@@ -49,8 +49,8 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
                    "request); else basis=\"busy\": the share of the window's scrapes with a request running. "
                    "A Dynamo P/D frontend (target=\"pool\", role=\"prefill\"): rho x n for n prefill workers; "
                    "basis=\"tokens\": mean over the window of the prompt tokens the router has in flight on "
-                   "them / (n x max_num_batched_tokens), at most 1; basis=\"arrivals\" when the router's "
-                   "prefill queue held requests at some scrape: arrivals (requests started) / dispatched "
+                   "them / (n x max_num_batched_tokens), at most 1 at each scrape; basis=\"arrivals\" when the "
+                   "router's prefill queue held requests at some scrape: arrivals (requests started) / dispatched "
                    "(arrivals - queue growth, at least 1 request). Below 1 while a queue drains",
         "source": "Little's law; Dynamo KV router (a request waits in the router queue while every prefill "
                   "worker has --router-queue-threshold x max_num_batched_tokens in flight); the fleet lab's "

@@ -437,7 +437,7 @@ def _expected_saturation(inside: list[str]) -> tuple[float, str]:
     if max(queued) > 0:
         arrivals = _delta(inside[0], inside[-1], "dynamo_frontend_requests_started_total")
         return n * arrivals / max(1.0, arrivals - (queued[-1] - queued[0])), "arrivals"
-    return n * min(1.0, sum(in_flight) / len(in_flight) / (n * batch)), "tokens"
+    return n * sum(min(1.0, v / (n * batch)) for v in in_flight) / len(in_flight), "tokens"
 
 
 @pytest.mark.parametrize("window_s", [3.0, 10.0, 30.0])
@@ -457,24 +457,28 @@ def test_prefill_saturation_golden_on_the_router_queue_capture(rq: Texts, window
     assert bases == {"tokens", "arrivals"}
 
 
-def test_prefill_saturation_asks_for_a_pod_before_the_router_queue_forms(rq: Texts) -> None:
+def test_prefill_saturation_reaches_its_target_before_the_router_queue_forms(rq: Texts) -> None:
     # The fleet lab's window (30 s / K = 10): at the last scrape before the router's first queued
-    # request the backlog still reads 0 (the HPA's backlog metric proposes nothing), while the pool's
-    # prefill tokens in flight have reached a full batch: the saturation metric alone proposes a
-    # scale-up (usage past the HPA's 0.8 target by more than its 0.1 tolerance).
+    # request the backlog still reads 0, while the pool's prefill tokens in flight already hold the
+    # saturation at the HPA's target (0.8 per pod): a flow reads the load, a stock waits for a queue.
     settings = replace(SETTINGS, window_seconds=3.0)
     texts = rq["frontend"]
     first_queue = next(i for i, t in enumerate(texts) if _router_queued(t) > 0)
     found = analyze_dynamo({"frontend": (FRONTEND, window(texts[:first_queue], seconds=3.0))}, settings)
     assert value(found.signals, "phaselens_prefill_backlog_seconds", **PREFILL_POOL) == 0.0
     saturation = value(found.signals, "phaselens_prefill_saturation_ratio", basis="tokens", **PREFILL_POOL)
-    assert saturation is not None and saturation / 0.8 > 1.1
+    assert saturation is not None and saturation >= 0.8
+    # and at the first queued scrape it says by how much demand exceeds the one worker (arrivals basis)
+    found = analyze_dynamo({"frontend": (FRONTEND, window(texts[: first_queue + 1], seconds=3.0))}, settings)
+    assert (value(found.signals, "phaselens_prefill_saturation_ratio", basis="arrivals", **PREFILL_POOL) or 0) > 1.2
 
 
 def test_router_prefill_saturation_formula() -> None:
-    # tokens: mean in flight over n full batches, at most 1 per pod
+    # tokens: in flight over n full batches, at most 1 at each scrape, averaged
     s = router_prefill_saturation([1024.0, 3072.0], 2048.0, 2, [0.0, 0.0], 10.0)
     assert s == PrefillSaturation(0.5, "tokens") and s.pool_sum(2) == 1.0
+    # a saturated scrape's overshoot (the router admits whole requests) does not lift an idle one
+    assert router_prefill_saturation([6144.0, 0.0], 2048.0, 2, [0.0, 0.0], 10.0) == PrefillSaturation(0.5, "tokens")
     assert router_prefill_saturation([9000.0], 2048.0, 2, [], None) == PrefillSaturation(1.0, "tokens")
     # queued at every scrape: arrivals over dispatched (30 arrived, the queue grew 10 -> 20: 20 left)
     assert router_prefill_saturation([4096.0] * 3, 2048.0, 2, [10.0, 15.0, 20.0], 30.0) == (
