@@ -58,6 +58,7 @@ def test_dynamo_frontend_sample(fixtures_dir: Path) -> None:
         c.INFO_NUM_GPU_BLOCKS: "92962",
         c.INFO_KV_CACHE_SIZE_TOKENS: "92962",
         c.INFO_MAX_NUM_SEQS: "2",  # dynamo_frontend_model_max_num_seqs, the model card
+        c.INFO_MAX_NUM_BATCHED_TOKENS: "16384",  # dynamo_frontend_model_max_num_batched_tokens
     }
     for family, canonical in (
         ("dynamo_frontend_time_to_first_token_seconds", c.TTFT_SECONDS),
