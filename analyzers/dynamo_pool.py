@@ -56,16 +56,16 @@ The prefill pool's saturation (P/D, from the router's view; with or without its 
                  card), at most 1 at each scrape, averaged over the window: the share of one
                  full prefill batch per worker in use. The router's queue holds requests while every
                  worker has a batch's worth in flight (threshold 1.0), so 1 is where it queues.
-               basis="arrivals", when the router's prefill queue held requests at some scrape of
-                 the window: the pool ran at capacity while they waited, so what it dispatched is
-                 its capacity (its throughput where the queue formed or emptied inside the window:
-                 rho then errs high); rho = arrivals / dispatched, dispatched = arrivals - (queue at
-                 the end - queue at the start, at least 1 request) (arrivals: the frontend's
-                 requests started). It says
+               basis="arrivals", when the router's prefill queue held requests at every scrape of
+                 the window: the pool ran at capacity throughout, so what it dispatched is its
+                 capacity; rho = arrivals / dispatched, dispatched = arrivals - (queue at the end -
+                 queue at the start, at least 1 request) (arrivals: the frontend's requests
+                 started). It says
                  by how much demand exceeds the pool when the tokens term is pinned at 1, and
                  falls below 1 while a queue drains (the queue itself is the backlog's: a
                  saturation held at 1 while a built queue drains asked for 25 % more pods at
-                 every sync in the fleet lab, up to 7 where 3 were needed).
+                 every sync in the fleet lab, up to 7 where 3 were needed). A queue seen at some
+                 scrapes only is a burst, not a measure of capacity: the tokens basis then.
                A flow, not a stock: it reaches its level as soon as the load does, where the
                backlog (a stock) grows only as fast as the excess demand fills the queue.
 Pure: findings carry `issues` (stable event names) for the caller to log; no I/O, no clock.
@@ -344,13 +344,14 @@ def router_prefill_saturation(
     full = prefill_workers * batch_tokens
     occupancy = sum(min(1.0, max(0.0, v / full)) for v in in_flight_tokens) / len(in_flight_tokens)
     tokens = PrefillSaturation(occupancy, "tokens")
-    if len(queued) < 2 or max(queued) <= 0 or arrivals is None:
+    if len(queued) < 2 or min(queued) <= 0 or arrivals is None:
         return tokens
-    # The router queued requests in the window: the pool ran at its capacity while they waited, so
-    # arrivals over what it dispatched measures demand over capacity (over what it served, where the
-    # queue formed or emptied inside the window: an overestimate, the safe side). At least one request,
+    # The router held requests at every scrape of the window: the pool ran at its capacity
+    # throughout, so arrivals over what it dispatched is demand over capacity. At least one request,
     # the counters' resolution (a stalled pool reads as arrivals / 1). Below 1 while a queue drains:
-    # the queue itself is the backlog's input; the tokens term would stay pinned at 1 until it is gone.
+    # the queue itself is the backlog's input (the tokens term would read 1 until it is gone). A
+    # queue seen at some scrapes only measures nothing about capacity (a Poisson burst on a half-busy
+    # pool read as a saturated pool and asked for 30 % more pods in the fleet lab): the tokens term.
     return PrefillSaturation(demand_over_dispatched(arrivals, queued[-1] - queued[0]), "arrivals")
 
 

@@ -6,12 +6,12 @@ fleet lab's P/D mix-shift, docs/fleet.md). rho = 1 is a saturated pod; the HPA r
 against 0.8 per pod.
 
 A prefill engine target (role "prefill"; its own sidecar), per (model_name, engine) group:
-  basis="arrivals", when requests waited at some scrape of the window: the engine ran at its
-    capacity while they waited, so arrivals over what it admitted measures demand over capacity
-    (over what it served where the queue formed or emptied inside the window: rho then errs
-    high). arrivals = finished (the end-to-end latency histogram's count) + the growth of running
-    + waiting; admitted = arrivals - the growth of waiting, at least 1 request (the counters'
-    resolution). Below 1 while a queue drains: the queue itself is the backlog's input.
+  basis="arrivals", when requests waited at every scrape of the window: the engine ran at its
+    capacity throughout, so arrivals over what it admitted measures demand over capacity (a queue
+    at some scrapes only is a burst on a pod that was idle in between: it measures nothing about
+    capacity, so the busy basis then). arrivals = finished (the end-to-end latency histogram's
+    count) + the growth of running + waiting; admitted = arrivals - the growth of waiting, at
+    least 1 request (the counters' resolution). Below 1 while a queue drains: the queue itself is the backlog's input.
   basis="busy", otherwise: the share of the window's scrapes at which the engine had a request
     running, the sampled fraction of time it was prefilling (a prefill worker holds a request only
     while it prefills it). At most 1; it errs high under batching (two short prefills in one step
@@ -51,7 +51,7 @@ def engine_prefill_saturation(window: WindowView, group: Group) -> PrefillSatura
         return None
     waiting = [v for _, v in window.gauge_series(c.REQUESTS_WAITING, group)]
     finished = window.histogram_delta(c.E2E_LATENCY_SECONDS, group)
-    if len(waiting) >= 2 and max(waiting) > 0 and finished is not None and len(running) >= 2:
+    if len(waiting) >= 2 and min(waiting) > 0 and finished is not None and len(running) >= 2:
         growth = (running[-1] + waiting[-1]) - (running[0] + waiting[0])
         arrivals = finished.count + growth
         return PrefillSaturation(demand_over_dispatched(arrivals, waiting[-1] - waiting[0]), "arrivals")

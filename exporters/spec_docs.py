@@ -44,13 +44,13 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
     },
     "phaselens_prefill_saturation_ratio": {
         "formula": "A prefill target (role prefill), per group: basis=\"arrivals\" when requests waited at "
-                   "some scrape of the window: arrivals / admitted, arrivals = finished (e2e histogram count) "
+                   "every scrape of the window: arrivals / admitted, arrivals = finished (e2e histogram count) "
                    "+ growth of running + waiting, admitted = arrivals - growth of waiting (at least 1 "
                    "request); else basis=\"busy\": the share of the window's scrapes with a request running. "
                    "A Dynamo P/D frontend (target=\"pool\", role=\"prefill\"): rho x n for n prefill workers; "
                    "basis=\"tokens\": mean over the window of the prompt tokens the router has in flight on "
                    "them / (n x max_num_batched_tokens), at most 1 at each scrape; basis=\"arrivals\" when the "
-                   "router's prefill queue held requests at some scrape: arrivals (requests started) / dispatched "
+                   "router's prefill queue held requests at every scrape: arrivals (requests started) / dispatched "
                    "(arrivals - queue growth, at least 1 request). Below 1 while a queue drains",
         "source": "Little's law; Dynamo KV router (a request waits in the router queue while every prefill "
                   "worker has --router-queue-threshold x max_num_batched_tokens in flight); the fleet lab's "
@@ -59,7 +59,7 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
         "limits": "The busy and tokens bases are sampled at the scrape interval and not linear in load (they "
                   "err high under batching) and reach 1 at saturation; only the arrivals basis says by how "
                   "much demand exceeds capacity, and it is noisy over windows of a few dozen arrivals and "
-                  "errs high where a queue formed or emptied inside the window. The router's arrivals count "
+                  "needs a queue through the whole window. The router's arrivals count "
                   "every request as prefill demand. The prefill HPA's second input beside the backlog; the "
                   "recording rules use the frontend's pool series only where the pool's pods export none.",
     },

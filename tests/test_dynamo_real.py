@@ -434,7 +434,7 @@ def _expected_saturation(inside: list[str]) -> tuple[float, str]:
     batch = raw_sum(inside[-1], "dynamo_frontend_model_max_num_batched_tokens")
     in_flight = [raw_sum(t, "dynamo_frontend_worker_active_prefill_tokens", worker_type="prefill") for t in inside]
     queued = [_router_queued(t) for t in inside]
-    if max(queued) > 0:
+    if min(queued) > 0:
         arrivals = _delta(inside[0], inside[-1], "dynamo_frontend_requests_started_total")
         return n * arrivals / max(1.0, arrivals - (queued[-1] - queued[0])), "arrivals"
     return n * sum(min(1.0, v / (n * batch)) for v in in_flight) / len(in_flight), "tokens"
@@ -468,9 +468,14 @@ def test_prefill_saturation_reaches_its_target_before_the_router_queue_forms(rq:
     assert value(found.signals, "phaselens_prefill_backlog_seconds", **PREFILL_POOL) == 0.0
     saturation = value(found.signals, "phaselens_prefill_saturation_ratio", basis="tokens", **PREFILL_POOL)
     assert saturation is not None and saturation >= 0.8
-    # and at the first queued scrape it says by how much demand exceeds the one worker (arrivals basis)
-    found = analyze_dynamo({"frontend": (FRONTEND, window(texts[: first_queue + 1], seconds=3.0))}, settings)
-    assert (value(found.signals, "phaselens_prefill_saturation_ratio", basis="arrivals", **PREFILL_POOL) or 0) > 1.2
+    # and once the queue has held through a window it says by how much demand exceeds the one worker
+    # (the capture's 8 req/s phase on a worker that serves about 4: arrivals basis near 2)
+    during = []
+    for end in range(first_queue + 4, first_queue + 19):
+        found = analyze_dynamo({"frontend": (FRONTEND, window(texts[:end], seconds=3.0))}, settings)
+        during.append(value(found.signals, "phaselens_prefill_saturation_ratio", basis="arrivals", **PREFILL_POOL))
+    assert None not in during
+    assert sorted(during)[len(during) // 2] > 1.2  # median: single 3 s windows are noisy (1.0-3.4)
 
 
 def test_router_prefill_saturation_formula() -> None:
@@ -491,10 +496,9 @@ def test_router_prefill_saturation_formula() -> None:
         PrefillSaturation(1.0, "tokens"))
     # nothing dispatched: at least one request's worth
     assert router_prefill_saturation([4096.0] * 2, 2048.0, 2, [5.0, 12.0], 7.0) == PrefillSaturation(7.0, "arrivals")
-    # a queue that formed inside the window: arrivals over what the pool served (12 arrived, 3 wait)
-    assert router_prefill_saturation([2048.0] * 3, 2048.0, 1, [0.0, 0.0, 3.0], 12.0) == (
-        PrefillSaturation(12.0 / 9.0, "arrivals"))
-    # no queue at any scrape: the tokens basis
+    # a queue at some scrapes only (a burst): it measures nothing about capacity, the tokens basis
+    assert router_prefill_saturation([2048.0, 1024.0, 2048.0], 2048.0, 1, [0.0, 0.0, 3.0], 12.0) == (
+        PrefillSaturation(2.5 / 3, "tokens"))
     assert router_prefill_saturation([2048.0] * 3, 2048.0, 1, [0.0, 0.0, 0.0], 9.0).basis == "tokens"
     # no batch size, no worker, no sample: no value
     assert router_prefill_saturation([1.0], None, 2, [], None) is None
