@@ -53,6 +53,8 @@ TTFT_AGREE_SHARE = float(os.environ.get("E2E_TTFT_AGREE_SHARE", "0.98"))
 # Signals that need history or outcomes a short run may not produce: reported, not asserted.
 SOFT_SIGNALS = {"phaselens_prediction_calibration_error"}
 PD_ONLY_GROUPS = {"nixl", "disaggregation"}
+# exported only by a prefill pod's sidecar or for a P/D frontend's prefill pool
+PD_ONLY_SIGNALS = {"phaselens_prefill_saturation_ratio"}
 LOG_PERIOD_S = 10.0  # vLLM's stats logging period (VLLM_LOG_STATS_INTERVAL)
 NO_INPUT_GROUPS = {"gpu"}  # no NVML on the CPU machines these runs use
 
@@ -219,7 +221,7 @@ def check_exported(rep: Report, sidecar: list[Scrape], pd: bool) -> None:
     missing: list[str] = []
     soft_missing: list[str] = []
     for spec in SPECS:
-        if (spec.group in PD_ONLY_GROUPS and not pd) or spec.group in NO_INPUT_GROUPS:
+        if ((spec.group in PD_ONLY_GROUPS or spec.name in PD_ONLY_SIGNALS) and not pd) or spec.group in NO_INPUT_GROUPS:
             continue
         if spec.name in seen:
             continue
