@@ -54,15 +54,15 @@ The prefill pool's saturation (P/D, from the router's view; with or without its 
                basis="tokens": the prompt tokens the router has in flight on the prefill workers
                  (`worker_active_prefill_tokens`) over n x max_num_batched_tokens (the model
                  card), at most 1 at each scrape, averaged over the window: the share of one
-                 full prefill batch per worker in use. The router's queue holds requests while every
-                 worker has a batch's worth in flight (threshold 1.0), so 1 is where it queues.
+                 full prefill batch per worker in use. The router's queue holds requests while
+                 every worker has a batch's worth in flight (threshold 1.0), so 1 is where it
+                 queues.
                basis="arrivals", when the router's prefill queue held requests at every scrape of
                  the window: the pool ran at capacity throughout, so what it dispatched is its
                  capacity; rho = arrivals / dispatched, dispatched = arrivals - (queue at the end -
                  queue at the start, at least 1 request) (arrivals: the frontend's requests
-                 started). It says
-                 by how much demand exceeds the pool when the tokens term is pinned at 1, and
-                 falls below 1 while a queue drains (the queue itself is the backlog's: a
+                 started). It says by how much demand exceeds the pool when the tokens term is
+                 pinned at 1, and falls below 1 while a queue drains (the queue itself is the backlog's: a
                  saturation held at 1 while a built queue drains asked for 25 % more pods at
                  every sync in the fleet lab, up to 7 where 3 were needed). A queue seen at some
                  scrapes only is a burst, not a measure of capacity: the tokens basis then.
@@ -214,8 +214,7 @@ def analyze_dynamo(
                                     {"target": target.name, "worker_id": wid, "worker_type": wtype}))
         view = WindowView(window, horizon)
         _pool_signals(fw, view, workers, settings, sink)
-        _prefill_router_queue(fw, view, sink)
-        _prefill_saturation(fw, view, sink)
+        _prefill_pool(fw, view, sink)
     if frontends:
         for wid, (target, _) in sorted(workers.items()):
             if wid not in listed:
@@ -292,36 +291,29 @@ def router_prefill_backlog(queued: float, prefill_workers: int, finished_per_s: 
     return queued * prefill_workers / finished_per_s
 
 
-def _prefill_router_queue(fw: FrontendWorkers, view: WindowView, sink: SignalSink) -> None:
-    """The prefill pool's queue held in the frontend's KV router (module docstring)."""
+def _prefill_pool(fw: FrontendWorkers, view: WindowView, sink: SignalSink) -> None:
+    """The prefill pool's queue held in the frontend's KV router and the pool's saturation from the
+    router's view (module docstring)."""
     prefill_workers = sum(1 for t in fw.workers.values() if t == PREFILL_ROLE)
     group = _frontend_group(view, fw.model)
     if prefill_workers == 0 or group is None:
         return
-    queued = view.gauge(c.DYNAMO_ROUTER_QUEUED_REQUESTS, group, {"worker_type": PREFILL_ROLE})
-    if queued is None:
-        return  # a Dynamo without the router queue's metrics
     base = {"target": POOL_TARGET, "role": PREFILL_ROLE, "model_name": fw.model, "engine": POOL_ENGINE}
-    sink.add("phaselens_prefill_queue_depth", base, queued)
-    finished = finished_per_second(view, group) if queued > 0 else None
-    sink.add("phaselens_prefill_backlog_seconds", base, router_prefill_backlog(queued, prefill_workers, finished))
-
-
-def _prefill_saturation(fw: FrontendWorkers, view: WindowView, sink: SignalSink) -> None:
-    """The prefill pool's saturation from the router's view (module docstring)."""
-    prefill_workers = sum(1 for t in fw.workers.values() if t == PREFILL_ROLE)
-    group = _frontend_group(view, fw.model)
-    if prefill_workers == 0 or group is None:
-        return
     match = {"worker_type": PREFILL_ROLE}
-    in_flight = [v for _, v in view.gauge_series(c.DYNAMO_WORKER_ACTIVE_PREFILL_TOKENS, group, match)]
-    queued = [v for _, v in view.gauge_series(c.DYNAMO_ROUTER_QUEUED_REQUESTS, group, match)]
+    queued = view.gauge(c.DYNAMO_ROUTER_QUEUED_REQUESTS, group, match)
+    if queued is not None:  # None: a Dynamo without the router queue's metrics
+        sink.add("phaselens_prefill_queue_depth", base, queued)
+        finished = finished_per_second(view, group) if queued > 0 else None
+        sink.add("phaselens_prefill_backlog_seconds", base,
+                 router_prefill_backlog(queued, prefill_workers, finished))
     saturation = router_prefill_saturation(
-        in_flight, info_number(view, group, c.INFO_MAX_NUM_BATCHED_TOKENS), prefill_workers, queued,
+        [v for _, v in view.gauge_series(c.DYNAMO_WORKER_ACTIVE_PREFILL_TOKENS, group, match)],
+        info_number(view, group, c.INFO_MAX_NUM_BATCHED_TOKENS),
+        prefill_workers,
+        [v for _, v in view.gauge_series(c.DYNAMO_ROUTER_QUEUED_REQUESTS, group, match)],
         view.increase(c.REQUESTS_STARTED, group),
     )
     if saturation is not None:
-        base = {"target": POOL_TARGET, "role": PREFILL_ROLE, "model_name": fw.model, "engine": POOL_ENGINE}
         sink.add("phaselens_prefill_saturation_ratio", base, saturation.pool_sum(prefill_workers),
                  basis=saturation.basis)
 

@@ -11,7 +11,8 @@ A prefill engine target (role "prefill"; its own sidecar), per (model_name, engi
     at some scrapes only is a burst on a pod that was idle in between: it measures nothing about
     capacity, so the busy basis then). arrivals = finished (the end-to-end latency histogram's
     count) + the growth of running + waiting; admitted = arrivals - the growth of waiting, at
-    least 1 request (the counters' resolution). Below 1 while a queue drains: the queue itself is the backlog's input.
+    least 1 request (the counters' resolution). Below 1 while a queue drains: the queue itself is
+    the backlog's input.
   basis="busy", otherwise: the share of the window's scrapes at which the engine had a request
     running, the sampled fraction of time it was prefilling (a prefill worker holds a request only
     while it prefills it). At most 1; it errs high under batching (two short prefills in one step
@@ -23,17 +24,21 @@ the recording rules prefer the pods' own series when both exist. Pure.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from phaselens.analyzers.view import WindowView
 from phaselens.analyzers.window import Group
 from phaselens.parsers.engines import canonical as c
 
 
+Basis = Literal["busy", "tokens", "arrivals"]
+
+
 @dataclass(frozen=True, slots=True)
 class PrefillSaturation:
     rho: float
     """prefill demand over capacity (1 = saturated)."""
-    basis: str  # "busy" | "tokens" | "arrivals"
+    basis: Basis
 
     def pool_sum(self, pods: int) -> float:
         return self.rho * pods

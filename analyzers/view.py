@@ -9,14 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from phaselens.analyzers.window import Group, HistogramDelta, TargetWindow
+from phaselens.analyzers.window import Group, HistogramDelta, MatchKey, TargetWindow, match_key
 from phaselens.model import EngineSnapshot
-
-_MatchKey = tuple[tuple[str, str], ...]
-
-
-def _key(match: Mapping[str, str] | None) -> _MatchKey:
-    return tuple(sorted(match.items())) if match else ()
 
 
 class WindowView:
@@ -26,7 +20,7 @@ class WindowView:
         self.window = window
         self.horizon = horizon_seconds
         self._deltas: dict[tuple[str, Group], HistogramDelta | None] = {}
-        self._increases: dict[tuple[str, Group, _MatchKey], float | None] = {}
+        self._increases: dict[tuple[str, Group, MatchKey], float | None] = {}
 
     @property
     def latest(self) -> EngineSnapshot | None:
@@ -53,7 +47,7 @@ class WindowView:
         return self.window.span(self.horizon)
 
     def increase(self, name: str, group: Group, match: Mapping[str, str] | None = None) -> float | None:
-        key = (name, group, _key(match))
+        key = (name, group, match_key(match))
         if key not in self._increases:
             self._increases[key] = self.window.increase(name, group, match, self.horizon)
         return self._increases[key]

@@ -45,7 +45,13 @@ from phaselens.parsers.engines.canonical import (
 
 Group = tuple[str, str]
 """(model_name, engine): the unit every per-target signal is computed for."""
-_MatchKey = tuple[tuple[str, str], ...]
+MatchKey = tuple[tuple[str, str], ...]
+"""An extra-label filter as a hashable key (for memoizing queries by their filter)."""
+
+
+def match_key(match: Mapping[str, str] | None) -> MatchKey:
+    return tuple(sorted(match.items())) if match else ()
+
 
 OTHER_MODEL = "__other__"
 """model_name of the group that sums every group beyond `max_groups` (docs/hardening.md)."""
@@ -235,7 +241,7 @@ class TargetWindow:
         self._series_sets: dict[tuple[Group, str], tuple[frozenset[Labels], int]] = {}
         self._relabelled: dict[Labels, Labels] = {}
         self._relabelled_for: Group | None = None
-        self._gauges: dict[tuple[str, Group, _MatchKey], _GaugeColumn] = {}
+        self._gauges: dict[tuple[str, Group, MatchKey], _GaugeColumn] = {}
         self._counters: dict[tuple[str, Group], _CounterColumn] = {}
         self._deltas: dict[tuple[str, Group, int], HistogramDelta | None] = {}  # until the next `add`
         self.folded_groups = 0
@@ -500,7 +506,7 @@ class TargetWindow:
         each point that had one (without NaN)."""
         if not self._points:
             return []
-        key = (name, group, tuple(sorted(match.items())) if match else ())
+        key = (name, group, match_key(match))
         column = self._gauges.get(key)
         if column is None:
             column = self._gauges[key] = _GaugeColumn()
