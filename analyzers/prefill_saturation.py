@@ -30,7 +30,6 @@ from phaselens.analyzers.view import WindowView
 from phaselens.analyzers.window import Group
 from phaselens.parsers.engines import canonical as c
 
-
 Basis = Literal["busy", "tokens", "arrivals"]
 
 
