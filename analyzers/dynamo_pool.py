@@ -49,23 +49,29 @@ to the prefill pool:
                queued; absent while requests are queued and none finished in the window.
 The prefill pool's saturation (P/D, from the router's view; with or without its queue):
   phaselens_prefill_saturation_ratio  rho x n, the pool sum of per-pod saturations, so an HPA
-               AverageValue target reads it per pod (0.8 = each pod 80 % busy). rho, the pool's
-               prefill demand over its capacity:
+               AverageValue target reads it per pod (0.8 = each pod 80 % busy). n is the prefill
+               workers the router had at each scrape (`worker_active_prefill_tokens` series), not the
+               latest count: a window that straddles a new worker's arrival is mostly the smaller pool.
+               rho, the pool's prefill demand over its capacity:
                basis="tokens": the prompt tokens the router has in flight on the prefill workers
-                 (`worker_active_prefill_tokens`) over n x max_num_batched_tokens (the model
-                 card), at most 1 at each scrape, averaged over the window: the share of one
-                 full prefill batch per worker in use. The router's queue holds requests while
-                 every worker has a batch's worth in flight (threshold 1.0), so 1 is where it
-                 queues.
+                 over n x max_num_batched_tokens (the model card), at most 1 at each scrape,
+                 averaged over the window (weighted by each scrape's n): the share of one full
+                 prefill batch per worker in use. The router's queue holds requests while every
+                 worker is near a batch's worth in flight (threshold 1.0); it admits whole prompts,
+                 so a saturated worker read 0.7-1.6 batches in the fleet lab: this term tracks
+                 saturation loosely and cannot say by how much demand exceeds the pool.
                basis="arrivals", when the router's prefill queue held requests at every scrape of
-                 the window: the pool ran at capacity throughout, so what it dispatched is its
-                 capacity; rho = arrivals / dispatched, dispatched = arrivals - (queue at the end -
-                 queue at the start, at least 1 request) (arrivals: the frontend's requests
-                 started). It says by how much demand exceeds the pool when the tokens term is
-                 pinned at 1, and falls below 1 while a queue drains (the queue itself is the backlog's: a
-                 saturation held at 1 while a built queue drains asked for 25 % more pods at
-                 every sync in the fleet lab, up to 7 where 3 were needed). A queue seen at some
-                 scrapes only is a burst, not a measure of capacity: the tokens basis then.
+                 the window's last stretch, and that stretch spans at least half the window
+                 (SATURATED_SHARE): the pool ran at capacity through it, so what it dispatched there
+                 is its capacity; rho = arrivals / dispatched over the stretch, dispatched =
+                 arrivals - (queue at its end - queue at its start, at least 1 request) (arrivals: the
+                 frontend's requests started), n the stretch's mean. It says by how much demand
+                 exceeds the pool when the tokens term is pinned at 1, and falls below 1 while a
+                 queue drains (the queue itself is the backlog's: a saturation held at 1 while a
+                 built queue drains asked for 25 % more pods at every sync in the fleet lab, up to 7
+                 where 3 were needed). A queue held for less than half the window is a burst, not a
+                 measure of capacity: the tokens basis then. Measured over the stretch, a step up is
+                 read half a window after the queue forms, not a whole window.
                A flow, not a stock: it reaches its level as soon as the load does, where the
                backlog (a stock) grows only as fast as the excess demand fills the queue.
 Pure: findings carry `issues` (stable event names) for the caller to log; no I/O, no clock.
@@ -73,7 +79,7 @@ Pure: findings carry `issues` (stable event names) for the caller to log; no I/O
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from phaselens.analyzers.backlog import finished_per_second
@@ -279,6 +285,13 @@ def _pool_signals(
 
 
 PREFILL_ROLE = "prefill"
+SATURATED_SHARE = 0.5
+"""The share of the window the router's queue must have held requests at every scrape, ending at the
+latest, before arrivals over dispatched measures the pool's capacity: a queue seen at a few scrapes is
+a burst (a Poisson burst on a half-busy pool read as saturation asked for 30 % more pods in the fleet
+lab), one held for half the window a pool at capacity. Half, not all: the fleet lab's prefill-heavy
+step (1.4x the warm pool's capacity) is then read at the first HPA sync after it (4 pods at once,
+where requiring the whole window went 3, then 5, then 6)."""
 
 
 def router_prefill_backlog(queued: float, prefill_workers: int, finished_per_s: float | None) -> float | None:
@@ -306,45 +319,74 @@ def _prefill_pool(fw: FrontendWorkers, view: WindowView, sink: SignalSink) -> No
         finished = finished_per_second(view, group) if queued > 0 else None
         sink.add("phaselens_prefill_backlog_seconds", base,
                  router_prefill_backlog(queued, prefill_workers, finished))
+    end = view.window.latest.time if view.window.latest is not None else 0.0
+
+    def arrivals_since(start: float) -> float | None:
+        # a hair past the stretch's first scrape, so float rounding cannot drop that scrape
+        return view.window.increase(c.REQUESTS_STARTED, group, horizon=end - start + 1e-6)
+
     saturation = router_prefill_saturation(
-        [v for _, v in view.gauge_series(c.DYNAMO_WORKER_ACTIVE_PREFILL_TOKENS, group, match)],
+        view.gauge_series_values(c.DYNAMO_WORKER_ACTIVE_PREFILL_TOKENS, group, match),
         info_number(view, group, c.INFO_MAX_NUM_BATCHED_TOKENS),
-        prefill_workers,
-        [v for _, v in view.gauge_series(c.DYNAMO_ROUTER_QUEUED_REQUESTS, group, match)],
-        view.increase(c.REQUESTS_STARTED, group),
+        view.gauge_series(c.DYNAMO_ROUTER_QUEUED_REQUESTS, group, match),
+        arrivals_since,
+        view.horizon,
     )
     if saturation is not None:
-        sink.add("phaselens_prefill_saturation_ratio", base, saturation.pool_sum(prefill_workers),
-                 basis=saturation.basis)
+        sink.add("phaselens_prefill_saturation_ratio", base, saturation.pool_sum, basis=saturation.basis)
 
 
 def router_prefill_saturation(
-    in_flight_tokens: Sequence[float],
+    in_flight_tokens: Sequence[tuple[float, Sequence[float]]],
     batch_tokens: float | None,
-    prefill_workers: int,
-    queued: Sequence[float],
-    arrivals: float | None,
+    queued: Sequence[tuple[float, float]],
+    arrivals_since: Callable[[float], float | None],
+    horizon: float,
 ) -> PrefillSaturation | None:
     """The prefill pool's demand over its capacity from the router's view (module docstring):
-    `in_flight_tokens` and `queued` are the pool's sums at each scrape of the window (queued empty
-    without the router queue's metrics), `arrivals` the requests that arrived over it."""
-    if not in_flight_tokens or batch_tokens is None or batch_tokens <= 0 or prefill_workers <= 0:
+    `in_flight_tokens` (time, the prompt tokens the router has in flight on each prefill worker) at
+    each scrape of the window, `queued` (time, the router's queue) at each scrape (empty without the
+    router queue's metrics), `arrivals_since(t)` the requests that arrived from time t to the end."""
+    if batch_tokens is None or batch_tokens <= 0:
         return None
-    # Each scrape at most one full batch per worker: the router admits a whole request while a worker
-    # is under the batch, so a saturated worker reads 1.0-1.6 batches in flight, and averaging that
-    # overshoot would read a pool saturated half the time as fully saturated.
-    full = prefill_workers * batch_tokens
-    occupancy = sum(min(1.0, max(0.0, v / full)) for v in in_flight_tokens) / len(in_flight_tokens)
-    tokens = PrefillSaturation(occupancy, "tokens")
-    if len(queued) < 2 or min(queued) <= 0 or arrivals is None:
+    # Each scrape with the workers it had, not the latest count: a window that straddles a new
+    # worker's arrival is mostly the smaller pool (with the latest count 5 workers read 4.5 and asked
+    # for a 6th in the fleet lab's P/D prefill-heavy). Each scrape at most one full batch per worker:
+    # the router admits a whole request while a worker is under the batch, so a saturated worker
+    # reads 1.0-1.6 batches in flight, and averaging that overshoot would read a pool saturated half
+    # the time as fully saturated.
+    samples = [(t, len(v), len(v) * min(1.0, max(0.0, sum(v) / (len(v) * batch_tokens))))
+               for t, v in in_flight_tokens if v]
+    if not samples:
+        return None
+    pods = _mean_workers(samples)
+    tokens = PrefillSaturation(sum(full for _, _, full in samples) / len(samples) / pods, "tokens", pods)
+    held = _held_queue(queued)
+    if held is None or held[-1][0] - held[0][0] < horizon * SATURATED_SHARE:
         return tokens
-    # The router held requests at every scrape of the window: the pool ran at its capacity
-    # throughout, so arrivals over what it dispatched is demand over capacity. At least one request,
-    # the counters' resolution (a stalled pool reads as arrivals / 1). Below 1 while a queue drains:
-    # the queue itself is the backlog's input (the tokens term would read 1 until it is gone). A
-    # queue seen at some scrapes only measures nothing about capacity (a Poisson burst on a half-busy
-    # pool read as a saturated pool and asked for 30 % more pods in the fleet lab): the tokens term.
-    return PrefillSaturation(demand_over_dispatched(arrivals, queued[-1] - queued[0]), "arrivals")
+    arrivals = arrivals_since(held[0][0])
+    if arrivals is None:
+        return tokens
+    # The router held requests at every scrape since held[0]: the pool ran at its capacity, so what
+    # arrived over what it dispatched since then is demand over capacity, with the workers it had
+    # then (in_flight_tokens and queued are scraped together). At least one request dispatched, the
+    # counters' resolution. Below 1 while a queue drains: the queue itself is the backlog's input
+    # (the tokens term would read 1 until it is gone).
+    capacity_pods = _mean_workers([x for x in samples if x[0] >= held[0][0]]) or pods
+    return PrefillSaturation(demand_over_dispatched(arrivals, held[-1][1] - held[0][1]), "arrivals", capacity_pods)
+
+
+def _mean_workers(samples: Sequence[tuple[float, int, float]]) -> float:
+    return sum(n for _, n, _ in samples) / len(samples) if samples else 0.0
+
+
+def _held_queue(queued: Sequence[tuple[float, float]]) -> list[tuple[float, float]] | None:
+    """The window's last scrapes at which the router held requests, back to the latest empty one."""
+    start = len(queued)
+    while start > 0 and queued[start - 1][1] > 0:
+        start -= 1
+    held = list(queued[start:])
+    return held if len(held) >= 2 else None
 
 
 def _vllm_phase_times(ids: list[str], workers: Mapping[str, tuple[Target, TargetWindow]]) -> bool:

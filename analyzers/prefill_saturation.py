@@ -38,9 +38,13 @@ class PrefillSaturation:
     rho: float
     """prefill demand over capacity (1 = saturated)."""
     basis: Basis
+    pods: float = 1.0
+    """the pods that capacity is, averaged over the window (a pool's workers come and go)."""
 
-    def pool_sum(self, pods: int) -> float:
-        return self.rho * pods
+    @property
+    def pool_sum(self) -> float:
+        """rho x pods: the demand in pods' worth of saturated pods, what an AverageValue HPA reads."""
+        return self.rho * self.pods
 
 
 def demand_over_dispatched(arrivals: float, queue_growth: float) -> float:

@@ -43,6 +43,11 @@ class WindowView:
     ) -> list[tuple[float, float]]:
         return self.window.gauge_series(name, group, self.horizon, match)
 
+    def gauge_series_values(
+        self, name: str, group: Group, match: Mapping[str, str] | None = None
+    ) -> list[tuple[float, tuple[float, ...]]]:
+        return self.window.gauge_series_values(name, group, self.horizon, match)
+
     def span(self) -> float:
         return self.window.span(self.horizon)
 

@@ -126,12 +126,14 @@ class _Point:
 
 @dataclass(slots=True)
 class _GaugeColumn:
-    """A gauge's (time, sum over its series) at each point that had it without NaN, with the point's seq."""
+    """A gauge's (time, sum over its series) at each point that had it without NaN, with the point's seq
+    and the series' own values."""
 
     last_seq: int = 0  # the newest point read
     seqs: list[int] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
     rows: list[tuple[float, float]] = field(default_factory=list)
+    per_series: list[tuple[float, ...]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -504,24 +506,42 @@ class TargetWindow:
     ) -> list[tuple[float, float]]:
         """(time, value) of a gauge across the window, for trends: the sum of its matching series at
         each point that had one (without NaN)."""
-        if not self._points:
+        column, start = self._gauge_column(name, group, horizon, match)
+        return column.rows[start:] if column is not None else []
+
+    def gauge_series_values(
+        self, name: str, group: Group, horizon: float | None = None, match: Mapping[str, str] | None = None
+    ) -> list[tuple[float, tuple[float, ...]]]:
+        """(time, each matching series' value) of a gauge across the window, at the points `gauge_series`
+        has (a pool's per-worker gauge: the workers present at that scrape and each one's value)."""
+        column, start = self._gauge_column(name, group, horizon, match)
+        if column is None:
             return []
+        return list(zip(column.times[start:], column.per_series[start:], strict=True))
+
+    def _gauge_column(
+        self, name: str, group: Group, horizon: float | None, match: Mapping[str, str] | None
+    ) -> tuple[_GaugeColumn | None, int]:
+        """The gauge's column brought up to the newest point, and where the horizon starts in it."""
+        if not self._points:
+            return None, 0
         key = (name, group, match_key(match))
         column = self._gauges.get(key)
         if column is None:
             column = self._gauges[key] = _GaugeColumn()
         if column.last_seq != self._seq:
-            _trim(column.seqs, self._points[0].seq, column.times, column.rows)
+            _trim(column.seqs, self._points[0].seq, column.times, column.rows, column.per_series)
             for point in self._new_points(column.last_seq):
                 values = [v for labels, v in point.scalars(name, group) if _matches(labels, match)]
                 if values and not any(math.isnan(v) for v in values):
                     column.seqs.append(point.seq)
                     column.times.append(point.time)
                     column.rows.append((point.time, sum(values)))
+                    column.per_series.append(tuple(values))
             column.last_seq = self._seq
         if horizon is None or horizon >= self.horizon:
-            return column.rows[:]
-        return column.rows[bisect.bisect_left(column.times, self._points[-1].time - horizon) :]
+            return column, 0
+        return column, bisect.bisect_left(column.times, self._points[-1].time - horizon)
 
     def histogram_count_series(
         self, name: str, group: Group, horizon: float | None = None

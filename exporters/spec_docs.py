@@ -47,19 +47,26 @@ SIGNAL_DOCS: dict[str, dict[str, str]] = {
                    "every scrape of the window: arrivals / admitted, arrivals = finished (e2e histogram count) "
                    "+ growth of running + waiting, admitted = arrivals - growth of waiting (at least 1 "
                    "request); else basis=\"busy\": the share of the window's scrapes with a request running. "
-                   "A Dynamo P/D frontend (target=\"pool\", role=\"prefill\"): rho x n for n prefill workers; "
-                   "basis=\"tokens\": mean over the window of the prompt tokens the router has in flight on "
-                   "them / (n x max_num_batched_tokens), at most 1 at each scrape; basis=\"arrivals\" when the "
-                   "router's prefill queue held requests at every scrape: arrivals (requests started) / dispatched "
-                   "(arrivals - queue growth, at least 1 request). Below 1 while a queue drains",
+                   "A Dynamo P/D frontend (target=\"pool\", role=\"prefill\"): in pods, each scrape with "
+                   "the n prefill workers the router had then; basis=\"tokens\": mean over the window's scrapes "
+                   "of n x min(1, prompt tokens the router has in flight on them / (n x max_num_batched_tokens)); "
+                   "basis=\"arrivals\" when the router's prefill queue held requests at every scrape of the "
+                   "window's last stretch, at least half the window long: mean n over that stretch x arrivals "
+                   "(requests started) / dispatched (arrivals - queue growth, at least 1 request), both over "
+                   "that stretch. Below n while a queue drains",
         "source": "Little's law; Dynamo KV router (a request waits in the router queue while every prefill "
                   "worker has --router-queue-threshold x max_num_batched_tokens in flight); the fleet lab's "
                   "P/D mix-shift trace (docs/fleet.md): a backlog under a load just above capacity builds too "
                   "slowly to scale on",
         "limits": "The busy and tokens bases are sampled at the scrape interval and not linear in load (they "
-                  "err high under batching) and reach 1 at saturation; only the arrivals basis says by how "
+                  "err high under batching) and top out at 1 (the tokens basis may stay under it on a "
+                  "saturated pool: the router admits whole prompts, 0.7-1.6 batches per worker in the "
+                  "fleet lab); only the arrivals basis says by how "
                   "much demand exceeds capacity, and it is noisy over windows of a few dozen arrivals and "
-                  "needs a queue through the whole window. The router's arrivals count "
+                  "needs a queue held through the window (a prefill pod's own series) or through its last "
+                  "half (the frontend's). Not linear in the pool's size either: in the fleet lab a load that "
+                  "saturates 3 mocker prefill workers read about 2 busy workers (tokens basis 1.2-1.7) on 5, "
+                  "so a pool far above its load is scaled down further than it can go. The router's arrivals count "
                   "every request as prefill demand. The prefill HPA's second input beside the backlog; the "
                   "recording rules use the frontend's pool series only where the pool's pods export none.",
     },

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from phaselens.analyzers.dynamo_pool import (
+    SATURATED_SHARE,
     analyze_dynamo,
     frontend_workers,
     is_frontend,
@@ -428,16 +429,27 @@ def test_router_prefill_backlog_formula() -> None:
 # ---------------------------------------------------------------------- P/D: the prefill pool's saturation
 
 
-def _expected_saturation(inside: list[str]) -> tuple[float, str]:
-    """rho x n from the raw text of the scrapes inside the window (analyzers.dynamo_pool docstring)."""
-    n = sum(1 for t in frontend_workers("frontend", snap(inside[-1]))[0].workers.values() if t == "prefill")
-    batch = raw_sum(inside[-1], "dynamo_frontend_model_max_num_batched_tokens")
-    in_flight = [raw_sum(t, "dynamo_frontend_worker_active_prefill_tokens", worker_type="prefill") for t in inside]
+def _prefill_workers(text: str) -> int:
+    return sum(1 for (n, lb) in raw(text) if n == "dynamo_frontend_worker_active_prefill_tokens"
+               and ("worker_type", "prefill") in lb)
+
+
+def _expected_saturation(inside: list[str], window_s: float) -> tuple[float, str]:
+    """rho x pods from the raw text of the scrapes inside the window (analyzers.dynamo_pool docstring)."""
     queued = [_router_queued(t) for t in inside]
-    if min(queued) > 0:
-        arrivals = _delta(inside[0], inside[-1], "dynamo_frontend_requests_started_total")
-        return n * arrivals / max(1.0, arrivals - (queued[-1] - queued[0])), "arrivals"
-    return n * sum(min(1.0, v / (n * batch)) for v in in_flight) / len(in_flight), "tokens"
+    start = len(inside)
+    while start > 0 and queued[start - 1] > 0:
+        start -= 1
+    held = inside[start:]
+    if len(held) >= 2 and snap(held[-1]).time - snap(held[0]).time >= window_s * SATURATED_SHARE:
+        arrivals = _delta(held[0], held[-1], "dynamo_frontend_requests_started_total")
+        pods = sum(_prefill_workers(t) for t in held) / len(held)
+        return pods * arrivals / max(1.0, arrivals - (queued[-1] - queued[start])), "arrivals"
+    batch = raw_sum(inside[-1], "dynamo_frontend_model_max_num_batched_tokens")
+    tokens = "dynamo_frontend_worker_active_prefill_tokens"
+    in_flight = [(raw_sum(t, tokens, worker_type="prefill"), _prefill_workers(t)) for t in inside]
+    busy = [n * min(1.0, v / (n * batch)) for v, n in in_flight if n]
+    return sum(busy) / len(busy), "tokens"
 
 
 @pytest.mark.parametrize("window_s", [3.0, 10.0, 30.0])
@@ -450,7 +462,7 @@ def test_prefill_saturation_golden_on_the_router_queue_capture(rq: Texts, window
         found = analyze_dynamo({"frontend": (FRONTEND, window(seen, seconds=window_s))}, settings)
         end = snap(seen[-1]).time
         inside = [t for t in seen if snap(t).time >= end - window_s]
-        expected, basis = _expected_saturation(inside)
+        expected, basis = _expected_saturation(inside, window_s)
         assert value(found.signals, "phaselens_prefill_saturation_ratio", basis=basis, **PREFILL_POOL) == (
             pytest.approx(expected, rel=1e-9)), (i, window_s)
         bases.add(basis)
@@ -459,8 +471,8 @@ def test_prefill_saturation_golden_on_the_router_queue_capture(rq: Texts, window
 
 def test_prefill_saturation_reaches_its_target_before_the_router_queue_forms(rq: Texts) -> None:
     # The fleet lab's window (30 s / K = 10): at the last scrape before the router's first queued
-    # request the backlog still reads 0, while the pool's prefill tokens in flight already hold the
-    # saturation at the HPA's target (0.8 per pod): a flow reads the load, a stock waits for a queue.
+    # request the backlog still reads 0, while the pool's prefill tokens in flight already read the
+    # load (0.8 of the worker's batch or more): a flow reads the load, a stock waits for a queue.
     settings = replace(SETTINGS, window_seconds=3.0)
     texts = rq["frontend"]
     first_queue = next(i for i, t in enumerate(texts) if _router_queued(t) > 0)
@@ -468,7 +480,7 @@ def test_prefill_saturation_reaches_its_target_before_the_router_queue_forms(rq:
     assert value(found.signals, "phaselens_prefill_backlog_seconds", **PREFILL_POOL) == 0.0
     saturation = value(found.signals, "phaselens_prefill_saturation_ratio", basis="tokens", **PREFILL_POOL)
     assert saturation is not None and saturation >= 0.8
-    # and once the queue has held through a window it says by how much demand exceeds the one worker
+    # and once the queue has held for half a window it says by how much demand exceeds the one worker
     # (the capture's 8 req/s phase on a worker that serves about 4: arrivals basis near 2)
     during = []
     for end in range(first_queue + 4, first_queue + 19):
@@ -478,29 +490,43 @@ def test_prefill_saturation_reaches_its_target_before_the_router_queue_forms(rq:
     assert sorted(during)[len(during) // 2] > 1.2  # median: single 3 s windows are noisy (1.0-3.4)
 
 
+def _saturation(in_flight: list[tuple[float, float, int]], queued: list[tuple[float, float]],
+                arrivals: dict[float, float] | None, horizon: float = 4.0,
+                batch: float | None = 2048.0) -> PrefillSaturation | None:
+    per_worker = [(t, (v / n,) * n if n else ()) for t, v, n in in_flight]  # the sum spread over n workers
+    return router_prefill_saturation(per_worker, batch, queued, lambda t: None if arrivals is None else arrivals[t],
+                                     horizon)
+
+
 def test_router_prefill_saturation_formula() -> None:
-    # tokens: in flight over n full batches, at most 1 at each scrape, averaged
-    s = router_prefill_saturation([1024.0, 3072.0], 2048.0, 2, [0.0, 0.0], 10.0)
-    assert s == PrefillSaturation(0.5, "tokens") and s.pool_sum(2) == 1.0
+    idle = [(0.0, 0.0), (1.0, 0.0)]
+    # tokens: in flight over each scrape's workers' full batches, at most 1 per worker, averaged
+    s = _saturation([(0.0, 1024.0, 2), (1.0, 3072.0, 2)], idle, {0.0: 10.0})
+    assert s == PrefillSaturation(0.5, "tokens", 2.0) and s.pool_sum == 1.0
     # a saturated scrape's overshoot (the router admits whole requests) does not lift an idle one
-    assert router_prefill_saturation([6144.0, 0.0], 2048.0, 2, [0.0, 0.0], 10.0) == PrefillSaturation(0.5, "tokens")
-    assert router_prefill_saturation([9000.0], 2048.0, 2, [], None) == PrefillSaturation(1.0, "tokens")
+    assert _saturation([(0.0, 6144.0, 2), (1.0, 0.0, 2)], idle, None) == PrefillSaturation(0.5, "tokens", 2.0)
+    # each scrape with its own workers: a third worker arriving at the last scrape does not let the
+    # two saturated workers' overshoot through (the latest count would read 3 full workers)
+    s = _saturation([(0.0, 6144.0, 2), (1.0, 6144.0, 2), (2.0, 6144.0, 3)], [*idle, (2.0, 0.0)], None)
+    assert s is not None and s.basis == "tokens" and s.pool_sum == pytest.approx(7 / 3)
+    full = [(float(t), 4096.0, 2) for t in range(5)]
     # queued at every scrape: arrivals over dispatched (30 arrived, the queue grew 10 -> 20: 20 left)
-    assert router_prefill_saturation([4096.0] * 3, 2048.0, 2, [10.0, 15.0, 20.0], 30.0) == (
-        PrefillSaturation(1.5, "arrivals"))
+    assert _saturation(full[:3], [(0.0, 10.0), (1.0, 15.0), (2.0, 20.0)], {0.0: 30.0}) == (
+        PrefillSaturation(1.5, "arrivals", 2.0))
     # draining queue: the pool at capacity serves 40 while 30 arrive (the queue is the backlog's)
-    assert router_prefill_saturation([4096.0] * 3, 2048.0, 2, [20.0, 15.0, 10.0], 30.0) == (
-        PrefillSaturation(0.75, "arrivals"))
+    assert _saturation(full[:3], [(0.0, 20.0), (1.0, 15.0), (2.0, 10.0)], {0.0: 30.0}) == (
+        PrefillSaturation(0.75, "arrivals", 2.0))
+    # a queue held for the last half of the window: measured over that half only (a step up)
+    step = [(0.0, 0.0), (1.0, 0.0), (2.0, 4.0), (3.0, 8.0), (4.0, 12.0)]
+    assert _saturation(full, step, {2.0: 20.0}) == PrefillSaturation(20.0 / 12.0, "arrivals", 2.0)
+    # held for less than half the window: a burst, it measures nothing about capacity (tokens)
+    burst = [(0.0, 0.0), (1.0, 0.0), (2.0, 0.0), (3.0, 3.0), (4.0, 5.0)]
+    assert _saturation(full, burst, {3.0: 9.0}) == PrefillSaturation(1.0, "tokens", 2.0)
     # without an arrival counter: the tokens basis
-    assert router_prefill_saturation([4096.0] * 3, 2048.0, 2, [10.0, 15.0, 20.0], None) == (
-        PrefillSaturation(1.0, "tokens"))
+    assert _saturation(full[:3], [(0.0, 10.0), (1.0, 15.0), (2.0, 20.0)], None) == PrefillSaturation(1.0, "tokens", 2.0)
     # nothing dispatched: at least one request's worth
-    assert router_prefill_saturation([4096.0] * 2, 2048.0, 2, [5.0, 12.0], 7.0) == PrefillSaturation(7.0, "arrivals")
-    # a queue at some scrapes only (a burst): it measures nothing about capacity, the tokens basis
-    assert router_prefill_saturation([2048.0, 1024.0, 2048.0], 2048.0, 1, [0.0, 0.0, 3.0], 12.0) == (
-        PrefillSaturation(2.5 / 3, "tokens"))
-    assert router_prefill_saturation([2048.0] * 3, 2048.0, 1, [0.0, 0.0, 0.0], 9.0).basis == "tokens"
+    assert _saturation(full[:3], [(0.0, 5.0), (2.0, 12.0)], {0.0: 7.0}) == PrefillSaturation(7.0, "arrivals", 2.0)
     # no batch size, no worker, no sample: no value
-    assert router_prefill_saturation([1.0], None, 2, [], None) is None
-    assert router_prefill_saturation([1.0], 2048.0, 0, [], None) is None
-    assert router_prefill_saturation([], 2048.0, 2, [], None) is None
+    assert _saturation([(0.0, 1.0, 2)], [], None, batch=None) is None
+    assert _saturation([(0.0, 1.0, 0)], [], None) is None
+    assert _saturation([], [], None) is None

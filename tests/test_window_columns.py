@@ -43,15 +43,21 @@ def _rows(snap: EngineSnapshot, name: str, group: Group) -> list[tuple[Labels, f
     ]
 
 
+def walk_gauge_series_values(
+    window: TargetWindow, name: str, group: Group, horizon: float | None
+) -> list[tuple[float, tuple[float, ...]]]:
+    out = []
+    for snap in _points(window, horizon):
+        values = tuple(v for _, v in _rows(snap, name, group))
+        if values and not any(math.isnan(v) for v in values):
+            out.append((snap.time, values))
+    return out
+
+
 def walk_gauge_series(
     window: TargetWindow, name: str, group: Group, horizon: float | None
 ) -> list[tuple[float, float]]:
-    out = []
-    for snap in _points(window, horizon):
-        values = [v for _, v in _rows(snap, name, group)]
-        if values and not any(math.isnan(v) for v in values):
-            out.append((snap.time, sum(values)))
-    return out
+    return [(t, sum(values)) for t, values in walk_gauge_series_values(window, name, group, horizon)]
 
 
 def _walk_counter_series(
@@ -111,7 +117,9 @@ def assert_same(window: TargetWindow, gauges: list[str], counters: list[tuple[st
         assert window.span(horizon) == walk_span(window, horizon)
         for name in gauges:
             assert window.gauge_series(name, group, horizon) == walk_gauge_series(window, name, group, horizon)
-            compared += 1
+            assert window.gauge_series_values(name, group, horizon) == (
+                walk_gauge_series_values(window, name, group, horizon))
+            compared += 2
         for name, match in counters:
             got, want = window.increase(name, group, match, horizon), walk_increase(window, name, group, match, horizon)
             assert got == want, (name, group, match, horizon, got, want)
