@@ -42,11 +42,17 @@ mocker's prefill worker exports no queue at all). It is exported for the pool it
 labelled target="pool", role="prefill", engine="all", so the recording rules' per-role sums add it
 to the prefill pool:
   phaselens_prefill_queue_depth     the router's queued requests for prefill workers
-  phaselens_prefill_backlog_seconds its drain time in one pod's seconds, queued x n / finished per
-               second (n = prefill workers the frontend routes to; finished = the frontend's
-               request rate over the window): the same unit as the per-pod drain-time backlog
-               (analyzers.backlog), whose pool sum is queued / (rate per pod). 0 when nothing is
-               queued; absent while requests are queued and none finished in the window.
+  phaselens_prefill_backlog_seconds its drain time in one pod's seconds, queued x n / dispatched per
+               second (n = the prefill workers the router had, averaged over the window's scrapes
+               as the saturation counts them, the latest count without that series; dispatched = what the router
+               sent to the prefill pool over the window, the frontend's arrivals minus the router
+               queue's growth): the same unit as the per-pod drain-time backlog (analyzers.backlog),
+               whose pool sum is queued / (rate per pod). Dispatched, not finished: a request
+               finishes after its decode, so when outputs lengthen the finished rate falls while
+               the prefill pool keeps its pace (the fleet lab's mix-shift read 5.6 s on a prefill
+               pool that kept up). The finished rate only where the frontend exports no arrival
+               counter. 0 when nothing is queued; absent while requests are queued and none was
+               dispatched in the window.
 The prefill pool's saturation (P/D, from the router's view; with or without its queue):
   phaselens_prefill_saturation_ratio  rho x n, the pool sum of per-pod saturations, so an HPA
                AverageValue target reads it per pod (0.8 = each pod 80 % busy). n is the prefill
@@ -294,14 +300,29 @@ step (1.4x the warm pool's capacity) is then read at the first HPA sync after it
 where requiring the whole window went 3, then 5, then 6)."""
 
 
-def router_prefill_backlog(queued: float, prefill_workers: int, finished_per_s: float | None) -> float | None:
-    """The router's prefill queue in one pod's seconds of work: queued / (finished per second per
-    prefill worker). 0 when nothing is queued; None when requests wait and the rate is unknown."""
+def router_prefill_backlog(queued: float, prefill_workers: float, served_per_s: float | None) -> float | None:
+    """The router's prefill queue in one pod's seconds of work: queued / (requests the pool serves
+    per second per prefill worker). 0 when nothing is queued; None when requests wait and the rate
+    is unknown."""
     if queued <= 0:
         return 0.0
-    if finished_per_s is None or finished_per_s <= 0 or prefill_workers <= 0:
+    if served_per_s is None or served_per_s <= 0 or prefill_workers <= 0:
         return None
-    return queued * prefill_workers / finished_per_s
+    return queued * prefill_workers / served_per_s
+
+
+def router_dispatched_per_second(
+    queued: Sequence[tuple[float, float]], arrivals_since: Callable[[float], float | None]
+) -> float | None:
+    """Requests the router sent to the prefill pool per second over the window: the arrivals since
+    the window's first scrape of the queue minus the queue's growth since then. None without two
+    scrapes of the queue or without the arrival counter."""
+    if len(queued) < 2 or queued[-1][0] <= queued[0][0]:
+        return None
+    arrivals = arrivals_since(queued[0][0])
+    if arrivals is None:
+        return None
+    return max(0.0, arrivals - (queued[-1][1] - queued[0][1])) / (queued[-1][0] - queued[0][0])
 
 
 def _prefill_pool(fw: FrontendWorkers, view: WindowView, sink: SignalSink) -> None:
@@ -313,22 +334,32 @@ def _prefill_pool(fw: FrontendWorkers, view: WindowView, sink: SignalSink) -> No
         return
     base = {"target": POOL_TARGET, "role": PREFILL_ROLE, "model_name": fw.model, "engine": POOL_ENGINE}
     match = {"worker_type": PREFILL_ROLE}
-    queued = view.gauge(c.DYNAMO_ROUTER_QUEUED_REQUESTS, group, match)
-    if queued is not None:  # None: a Dynamo without the router queue's metrics
-        sink.add("phaselens_prefill_queue_depth", base, queued)
-        finished = finished_per_second(view, group) if queued > 0 else None
-        sink.add("phaselens_prefill_backlog_seconds", base,
-                 router_prefill_backlog(queued, prefill_workers, finished))
     end = view.window.latest.time if view.window.latest is not None else 0.0
 
     def arrivals_since(start: float) -> float | None:
         # a hair past the stretch's first scrape, so float rounding cannot drop that scrape
         return view.window.increase(c.REQUESTS_STARTED, group, horizon=end - start + 1e-6)
 
+    in_flight = view.gauge_series_values(c.DYNAMO_WORKER_ACTIVE_PREFILL_TOKENS, group, match)
+    queue = view.gauge_series(c.DYNAMO_ROUTER_QUEUED_REQUESTS, group, match)
+    queued = view.gauge(c.DYNAMO_ROUTER_QUEUED_REQUESTS, group, match)
+    if queued is not None:  # None: a Dynamo without the router queue's metrics
+        sink.add("phaselens_prefill_queue_depth", base, queued)
+        served = None
+        if queued > 0:
+            served = router_dispatched_per_second(queue, arrivals_since)
+            if served is None:  # a frontend without the arrival counter
+                served = finished_per_second(view, group)
+        # per worker: the rate over the workers that served it, the window's mean count (a window
+        # that straddles new workers' arrival was served by the smaller pool: the latest count
+        # doubled the backlog in the fleet lab's P/D prefill-heavy, 7.7 s, and asked for 6 pods)
+        counts = [len(v) for _, v in in_flight if v]
+        serving = sum(counts) / len(counts) if counts else float(prefill_workers)
+        sink.add("phaselens_prefill_backlog_seconds", base, router_prefill_backlog(queued, serving, served))
     saturation = router_prefill_saturation(
-        view.gauge_series_values(c.DYNAMO_WORKER_ACTIVE_PREFILL_TOKENS, group, match),
+        in_flight,
         info_number(view, group, c.INFO_MAX_NUM_BATCHED_TOKENS),
-        view.gauge_series(c.DYNAMO_ROUTER_QUEUED_REQUESTS, group, match),
+        queue,
         arrivals_since,
         view.horizon,
     )

@@ -347,7 +347,14 @@ async def run_phase(
         peak = max(phase.rate)
         in_flight: set[asyncio.Task[None]] = carry if carry is not None else set()
         while True:
-            await asyncio.sleep(rng.expovariate(peak))
+            # A gap that reaches past the deadline means no arrival before it: the phase ends at its
+            # deadline, not after a sleep past it (at 2 requests/s that overshoot averaged 0.5 s and
+            # once reached 4 s, so the next phase started late).
+            gap = rng.expovariate(peak)
+            if time.monotonic() + gap >= deadline:
+                await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+                break
+            await asyncio.sleep(gap)
             now = time.monotonic()
             if now >= deadline:
                 break

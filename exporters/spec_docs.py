@@ -399,8 +399,10 @@ DYNAMO_COVERAGE: dict[str, str] = {
     "phaselens_prefill_backlog_seconds": "workers: the queue's drain time (queue / requests finished per "
     "second; no prompt-token counter, so V_P is unknown); 0 when nothing waits. P/D prefill pool "
     "(frontend, target=\"pool\", role=\"prefill\"): the router's queued prefill requests x prefill workers "
-    "the frontend routes to / the frontend's finished requests per second, one pod's seconds as the "
-    "per-pod drain time; the prefill HPA's input.",
+    "the frontend routes to / the requests the router dispatched to the prefill pool per second (the "
+    "frontend's arrivals minus the router queue's growth over the window; its finished requests per "
+    "second only without dynamo_frontend_requests_started_total), one pod's seconds as the per-pod drain "
+    "time; the prefill HPA's input.",
     "phaselens_prefill_saturation_ratio": "P/D prefill pool (frontend, target=\"pool\", role=\"prefill\"): "
     "the router's dynamo_frontend_worker_active_prefill_tokens over the model card's max_num_batched_tokens, "
     "and with --router-queue-threshold the router's queue against dynamo_frontend_requests_started_total. "

@@ -22,6 +22,7 @@ from phaselens.analyzers.dynamo_pool import (
     analyze_dynamo,
     frontend_workers,
     is_frontend,
+    router_dispatched_per_second,
     router_prefill_backlog,
     router_prefill_saturation,
     worker_id,
@@ -378,6 +379,19 @@ def _frontend_only(texts: list[str]) -> dict[str, tuple[Target, TargetWindow]]:
     return {"frontend": (FRONTEND, window(texts))}
 
 
+def _expected_backlog(inside: list[str], rate_from: str) -> float:
+    """queued x prefill workers / requests served per second, from the raw text of the scrapes inside
+    the window: dispatched (arrivals minus the router queue's growth) or finished."""
+    seconds = snap(inside[-1]).time - snap(inside[0]).time
+    if rate_from == "dispatched":
+        arrivals = _delta(inside[0], inside[-1], "dynamo_frontend_requests_started_total")
+        served = arrivals - (_router_queued(inside[-1]) - _router_queued(inside[0]))
+    else:
+        served = _delta(inside[0], inside[-1], "dynamo_frontend_request_duration_seconds_count")
+    counts = [n for t in inside if (n := _prefill_workers(t))]
+    return _router_queued(inside[-1]) * sum(counts) / len(counts) * seconds / served
+
+
 def test_the_frontends_sidecar_exports_the_router_queue_for_the_prefill_pool(rq: Texts) -> None:
     texts = rq["frontend"]
     peak = max(range(len(texts)), key=lambda i: _router_queued(texts[i]))
@@ -385,20 +399,105 @@ def test_the_frontends_sidecar_exports_the_router_queue_for_the_prefill_pool(rq:
     found = analyze_dynamo(_frontend_only(seen), SETTINGS)
     queued = _router_queued(seen[-1])
     assert value(found.signals, "phaselens_prefill_queue_depth", **PREFILL_POOL) == queued > 0
-    # drain time in one pod's seconds: queued x prefill workers / requests finished per second,
-    # the rate from the frontend's request-duration count over the window (computed from the raw text)
-    end = snap(seen[-1]).time
-    inside = [t for t in seen if snap(t).time >= end - SETTINGS.window_seconds]
-    finished = _delta(inside[0], inside[-1], "dynamo_frontend_request_duration_seconds_count")
-    rate = finished / (snap(inside[-1]).time - snap(inside[0]).time)
     prefill_workers = sum(1 for t in frontend_workers("frontend", snap(seen[-1]))[0].workers.values() if t == "prefill")
     assert prefill_workers == 1
     backlog = value(found.signals, "phaselens_prefill_backlog_seconds", **PREFILL_POOL)
-    assert backlog == pytest.approx(queued * prefill_workers / rate, rel=1e-6)
+    end = snap(seen[-1]).time
+    inside = [t for t in seen if snap(t).time >= end - SETTINGS.window_seconds]
+    assert backlog == pytest.approx(_expected_backlog(inside, "dispatched"), rel=1e-6)
     assert backlog > 1.5  # the HPA's per-pod target: this queue asks for more prefill pods
     # nothing of it under the frontend's own role or the pool's P/D role
     assert value(found.signals, "phaselens_prefill_backlog_seconds", role="aggregated") is None
     assert value(found.signals, "phaselens_prefill_backlog_seconds", role="pool") is None
+
+
+@pytest.mark.parametrize("window_s", [3.0, 10.0, 30.0])
+def test_router_backlog_golden_at_every_scrape_of_the_router_queue_capture(rq: Texts, window_s: float) -> None:
+    # drain time in one pod's seconds: queued x prefill workers / requests dispatched per second
+    # (arrivals minus the queue's growth over the window), recomputed from the raw text
+    settings = replace(SETTINGS, window_seconds=window_s)
+    texts = rq["frontend"]
+    checked = differs = 0
+    for i in range(2, len(texts) + 1):
+        seen = texts[:i]
+        end = snap(seen[-1]).time
+        inside = [t for t in seen if snap(t).time >= end - window_s]
+        found = analyze_dynamo({"frontend": (FRONTEND, window(seen, seconds=window_s))}, settings)
+        backlog = value(found.signals, "phaselens_prefill_backlog_seconds", **PREFILL_POOL)
+        if _router_queued(seen[-1]) == 0:
+            assert backlog == 0.0
+            continue
+        if len(inside) < 2:
+            continue
+        expected = _expected_backlog(inside, "dispatched")
+        assert backlog == pytest.approx(expected, rel=1e-9), (i, window_s)
+        checked += 1
+        finished = _delta(inside[0], inside[-1], "dynamo_frontend_request_duration_seconds_count")
+        differs += finished > 0 and abs(_expected_backlog(inside, "finished") - expected) > 0.05 * expected
+    assert checked >= 10
+    assert differs > 0  # the capture tells the two denominators apart
+
+
+def _with_second_prefill_worker(text: str) -> str:
+    """The scrape as if the router had a second prefill worker (id 1) with nothing in flight."""
+    extra = [re.sub(r'worker_id="\d+"', 'worker_id="1"', line).rsplit(" ", 1)[0] + " 0"
+             for line in text.splitlines()
+             if line.startswith("dynamo_frontend_worker_active_prefill_tokens{") and 'worker_type="prefill"' in line]
+    return text.rstrip("\n") + "\n" + "\n".join(extra) + "\n"
+
+
+def test_the_router_backlog_counts_the_workers_that_served_the_window(rq: Texts) -> None:
+    # a second prefill worker joins for the last two scrapes: the window's dispatches were served
+    # mostly by one worker, so the per-worker rate is over the mean count, not the latest (2)
+    texts = rq["frontend"]
+    peak = max(range(len(texts)), key=lambda i: _router_queued(texts[i]))
+    seen = texts[: peak + 1]
+    end = snap(seen[-1]).time
+    inside = [t for t in seen if snap(t).time >= end - SETTINGS.window_seconds]
+    assert len(inside) >= 4
+    edited = seen[:-2] + [_with_second_prefill_worker(t) for t in seen[-2:]]
+    assert _prefill_workers(edited[-1]) == 2 and _prefill_workers(edited[0]) == 1
+    found = analyze_dynamo(_frontend_only(edited), SETTINGS)
+    inside_edited = [t for t in edited if snap(t).time >= end - SETTINGS.window_seconds]
+    expected = _expected_backlog(inside_edited, "dispatched")
+    backlog = value(found.signals, "phaselens_prefill_backlog_seconds", **PREFILL_POOL)
+    assert backlog == pytest.approx(expected, rel=1e-9)
+    one_worker = _expected_backlog(inside, "dispatched")
+    assert one_worker < backlog < 2 * one_worker  # between the one worker that served and the latest two
+
+
+def test_the_router_backlog_falls_back_to_the_finished_rate_without_an_arrival_counter(rq: Texts) -> None:
+    texts = rq["frontend"]
+    peak = max(range(len(texts)), key=lambda i: _router_queued(texts[i]))
+    stripped = ["\n".join(line for line in t.splitlines() if "dynamo_frontend_requests_started_total" not in line)
+                for t in texts[: peak + 1]]
+    found = analyze_dynamo(_frontend_only(stripped), SETTINGS)
+    end = snap(stripped[-1]).time
+    inside = [t for t in stripped if snap(t).time >= end - SETTINGS.window_seconds]
+    assert value(found.signals, "phaselens_prefill_backlog_seconds", **PREFILL_POOL) == pytest.approx(
+        _expected_backlog(inside, "finished"), rel=1e-6)
+
+
+def test_router_dispatched_per_second_formula() -> None:
+    def arrivals(count: float | None) -> Callable[[float], float | None]:
+        return lambda start: count
+
+    # 30 arrived over 10 s while the queue grew 4 -> 14: 20 dispatched, 2 per second
+    assert router_dispatched_per_second([(0.0, 4.0), (5.0, 9.0), (10.0, 14.0)], arrivals(30.0)) == pytest.approx(2.0)
+    # a draining queue: 10 arrived, the queue fell by 10, 20 dispatched
+    assert router_dispatched_per_second([(0.0, 14.0), (10.0, 4.0)], arrivals(10.0)) == pytest.approx(2.0)
+    assert router_dispatched_per_second([(0.0, 4.0), (10.0, 14.0)], arrivals(5.0)) == 0.0  # never negative
+    assert router_dispatched_per_second([(0.0, 4.0)], arrivals(5.0)) is None  # one scrape
+    assert router_dispatched_per_second([(0.0, 4.0), (10.0, 4.0)], arrivals(None)) is None  # no arrival counter
+    # the arrivals are counted from the queue's first scrape in the window
+    starts: list[float] = []
+
+    def counted(start: float) -> float:
+        starts.append(start)
+        return 6.0
+
+    assert router_dispatched_per_second([(3.0, 1.0), (9.0, 1.0)], counted) == pytest.approx(1.0)
+    assert starts == [3.0]
 
 
 def test_an_empty_router_queue_is_a_measured_zero(rq: Texts, pd: Texts) -> None:

@@ -187,3 +187,23 @@ async def test_carry_over_starts_the_next_phase_while_requests_are_in_flight(aio
     assert first and second and all(r.outcome == "ok" for r in recs)
     # waiting for phase a's answers (3 s each) would have pushed phase b's arrivals past a's last end
     assert min(r.start for r in second) < max(r.end for r in first)
+
+
+async def test_a_sparse_phase_ends_at_its_deadline(aiohttp_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A gap between arrivals that reaches past the phase's end is not slept through: at 0.2
+    requests/s a phase of 0.4 s would otherwise last ~5 s on average (the memoryless gap)."""
+    app = web.Application()
+    app.router.add_post("/v1/completions", _one_token_stream)
+    client = await aiohttp_client(app)
+    phases = [loadgen.Phase.parse("sparse:0.4:@0.2:1-2:1-1"), loadgen.Phase.parse("next:0.4:@0.2:1-2:1-1")]
+    url = str(client.make_url("")).rstrip("/")
+    out = tmp_path / "gt.jsonl"
+    for seed in range(3):
+        out.unlink(missing_ok=True)
+        await loadgen.run_phases(url, phases, out, seed=seed, carry_over=True, token_ids=False)
+        events = [json.loads(line) for line in out.read_text().splitlines()]
+        starts = {e["phase"]: e["t"] for e in events if e["kind"] == "phase_start"}
+        ends = {e["phase"]: e["t"] for e in events if e["kind"] == "phase_end"}
+        # generous for a loaded CI machine, far under the ~5 s a slept-through gap takes
+        assert ends["sparse"] - starts["sparse"] < 1.5, seed
+        assert ends["next"] - starts["next"] < 1.5, seed

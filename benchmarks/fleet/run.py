@@ -53,6 +53,9 @@ SLO_ITL_S = 0.06
 WINDOW_S = 60.0  # SLO attainment window (sim)
 SIDECAR_WINDOW_S = 30.0  # sim; the sidecar's default
 PORT_BASE = 29100
+# The load client's phases run on the trace's clock (carry-over). Runs without this field started
+# each phase once the previous phase's requests had finished (docs/fleet.md, "Time scale").
+CLIENT = "open-loop, phases on the trace clock"
 
 WORKER = dynamo.MockerSpec(
     name="template",
@@ -236,6 +239,7 @@ def _result(
         "min_replicas_override": min_replicas if policy.static_replicas is None else None,
         "seed": seed,
         "k": K,
+        "client": CLIENT,
         **sc.as_dict(),
     }
     if pd:
