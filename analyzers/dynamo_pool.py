@@ -44,9 +44,9 @@ to the prefill pool:
   phaselens_prefill_queue_depth     the router's queued requests for prefill workers
   phaselens_prefill_backlog_seconds its drain time in one pod's seconds, queued x n / dispatched per
                second (n = the prefill workers the router had, averaged over the window's scrapes
-               as the saturation counts them, the latest count without that series; dispatched = what the router
-               sent to the prefill pool over the window, the frontend's arrivals minus the router
-               queue's growth): the same unit as the per-pod drain-time backlog (analyzers.backlog),
+               as the saturation counts them, the latest count without that series; dispatched =
+               what the router sent to the prefill pool over the window, the frontend's arrivals
+               minus the router queue's growth): the same unit as the per-pod drain-time backlog (analyzers.backlog),
                whose pool sum is queued / (rate per pod). Dispatched, not finished: a request
                finishes after its decode, so when outputs lengthen the finished rate falls while
                the prefill pool keeps its pace (the fleet lab's mix-shift read 5.6 s on a prefill
@@ -353,8 +353,7 @@ def _prefill_pool(fw: FrontendWorkers, view: WindowView, sink: SignalSink) -> No
         # per worker: the rate over the workers that served it, the window's mean count (a window
         # that straddles new workers' arrival was served by the smaller pool: the latest count
         # doubled the backlog in the fleet lab's P/D prefill-heavy, 7.7 s, and asked for 6 pods)
-        counts = [len(v) for _, v in in_flight if v]
-        serving = sum(counts) / len(counts) if counts else float(prefill_workers)
+        serving = _mean_workers(in_flight) or float(prefill_workers)
         sink.add("phaselens_prefill_backlog_seconds", base, router_prefill_backlog(queued, serving, served))
     saturation = router_prefill_saturation(
         in_flight,
@@ -386,12 +385,11 @@ def router_prefill_saturation(
     # the router admits a whole request while a worker is under the batch, so a saturated worker
     # reads 1.0-1.6 batches in flight, and averaging that overshoot would read a pool saturated half
     # the time as fully saturated.
-    samples = [(t, len(v), len(v) * min(1.0, max(0.0, sum(v) / (len(v) * batch_tokens))))
-               for t, v in in_flight_tokens if v]
-    if not samples:
+    busy = [len(v) * min(1.0, max(0.0, sum(v) / (len(v) * batch_tokens))) for _, v in in_flight_tokens if v]
+    if not busy:
         return None
-    pods = _mean_workers(samples)
-    tokens = PrefillSaturation(sum(full for _, _, full in samples) / len(samples) / pods, "tokens", pods)
+    pods = _mean_workers(in_flight_tokens)
+    tokens = PrefillSaturation(sum(busy) / len(busy) / pods, "tokens", pods)
     held = _held_queue(queued)
     if held is None or held[-1][0] - held[0][0] < horizon * SATURATED_SHARE:
         return tokens
@@ -403,12 +401,14 @@ def router_prefill_saturation(
     # then (in_flight_tokens and queued are scraped together). At least one request dispatched, the
     # counters' resolution. Below 1 while a queue drains: the queue itself is the backlog's input
     # (the tokens term would read 1 until it is gone).
-    capacity_pods = _mean_workers([x for x in samples if x[0] >= held[0][0]]) or pods
+    capacity_pods = _mean_workers([x for x in in_flight_tokens if x[0] >= held[0][0]]) or pods
     return PrefillSaturation(demand_over_dispatched(arrivals, held[-1][1] - held[0][1]), "arrivals", capacity_pods)
 
 
-def _mean_workers(samples: Sequence[tuple[float, int, float]]) -> float:
-    return sum(n for _, n, _ in samples) / len(samples) if samples else 0.0
+def _mean_workers(in_flight_tokens: Sequence[tuple[float, Sequence[float]]]) -> float:
+    """The router's mean prefill worker count over the scrapes that list any (0.0 without one)."""
+    counts = [len(v) for _, v in in_flight_tokens if v]
+    return sum(counts) / len(counts) if counts else 0.0
 
 
 def _held_queue(queued: Sequence[tuple[float, float]]) -> list[tuple[float, float]] | None:

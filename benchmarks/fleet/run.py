@@ -54,7 +54,7 @@ WINDOW_S = 60.0  # SLO attainment window (sim)
 SIDECAR_WINDOW_S = 30.0  # sim; the sidecar's default
 PORT_BASE = 29100
 # The load client's phases run on the trace's clock (carry-over). Runs without this field started
-# each phase once the previous phase's requests had finished (docs/fleet.md, "Time scale").
+# each phase once the previous phase's requests had finished (docs/fleet.md, "Scores").
 CLIENT = "open-loop, phases on the trace clock"
 
 WORKER = dynamo.MockerSpec(
